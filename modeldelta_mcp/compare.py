@@ -1,0 +1,131 @@
+"""The pipeline: sources -> align -> engine -> diagnosis -> ComparisonReport."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from modeldelta_mcp import __version__
+from modeldelta_mcp.align import align
+from modeldelta_mcp.diagnosis import diagnose
+from modeldelta_mcp.diagnosis.diagnose import seed_set
+from modeldelta_mcp.engine import EngineOptions, run_engine
+from modeldelta_mcp.engine.run import ProgressFn, pick_device
+from modeldelta_mcp.models import (
+    CheckpointInfo,
+    Checkpoints,
+    ComparisonReport,
+    EngineInfo,
+    LayerRoleMetrics,
+    LayerRow,
+    ModuleDelta,
+    Totals,
+)
+from modeldelta_mcp.sources import Checkpoint, resolve
+
+# Options that change the numbers are part of the store key; the device and budget do not.
+KEYED_OPTIONS = ("top_k", "spectrum")
+
+
+@dataclass(frozen=True)
+class ResolvedPair:
+    a: Checkpoint
+    b: Checkpoint
+
+    def key(self, options: EngineOptions) -> str:
+        opts = {k: v for k, v in asdict(options).items() if k in KEYED_OPTIONS}
+        material = json.dumps([self.a.identity(), self.b.identity(), opts, __version__], sort_keys=True)
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def report_id(self, options: EngineOptions) -> str:
+        return self.key(options)[:16]
+
+
+def resolve_pair(model_a: str, model_b: str, token: str | None = None, quiet: bool = True) -> ResolvedPair:
+    a = resolve(model_a, token=token, quiet=quiet)
+    b = resolve(model_b, token=token, quiet=quiet, base=a)
+    return ResolvedPair(a, b)
+
+
+def checkpoint_info(c: Checkpoint) -> CheckpointInfo:
+    return CheckpointInfo(source=c.source, id=c.spec, revision=c.revision, files=list(c.files),
+                          n_tensors=len(c.tensors), n_params=c.n_params, dtypes=c.dtypes(),
+                          architecture=c.architecture)
+
+
+def totals(mods: list[ModuleDelta]) -> Totals:
+    seed = seed_set(mods)
+    n = max(1, len(seed))
+    ranks = [m.effective_rank for m in seed if m.has_svd and m.effective_rank]
+    return Totals(
+        total_delta_norm=math.sqrt(sum(m.frob_norm**2 for m in seed)),
+        mean_relative_change=sum(m.frob_norm_relative for m in seed) / n,
+        mean_cosine_sim=sum(min(1.0, m.cosine_sim) for m in seed) / n,
+        mean_effective_rank=(sum(ranks) / len(ranks)) if ranks else None,
+        n_identical=sum(1 for m in mods if m.identical),
+        n_changed=sum(1 for m in mods if not m.identical),
+    )
+
+
+def layer_rows(mods: list[ModuleDelta]) -> list[LayerRow]:
+    """Per layer, per role: metrics of the role's weight tensors (averaged when a role repeats)."""
+    cells: dict[int, dict[str, list[ModuleDelta]]] = {}
+    for m in mods:
+        if m.layer is None or not m.name.endswith("weight"):
+            continue
+        cells.setdefault(m.layer, {}).setdefault(m.role, []).append(m)
+    rows = []
+    for layer in sorted(cells):
+        roles = {}
+        for role, ms in sorted(cells[layer].items()):
+            ers = [m.effective_rank for m in ms if m.effective_rank is not None]
+            cs = [m.concentration_top_k for m in ms if m.concentration_top_k is not None]
+            roles[role] = LayerRoleMetrics(
+                frob_norm_relative=sum(m.frob_norm_relative for m in ms) / len(ms),
+                cosine_sim=sum(m.cosine_sim for m in ms) / len(ms),
+                effective_rank=sum(ers) / len(ers) if ers else None,
+                concentration_top_k=sum(cs) / len(cs) if cs else None,
+            )
+        rows.append(LayerRow(layer=layer, roles=roles))
+    return rows
+
+
+def model_info(c: Checkpoint) -> dict:
+    cfg = c.config or {}
+    keys = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size", "vocab_size", "torch_dtype", "tie_word_embeddings",
+            "_name_or_path")
+    return {k: cfg[k] for k in keys if k in cfg}
+
+
+def compare(
+    pair: ResolvedPair,
+    options: EngineOptions,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> ComparisonReport:
+    t0 = time.perf_counter()
+    alignment = align(pair.a, pair.b)
+    mods, bytes_read = run_engine(pair.a, pair.b, alignment.pairs, options, progress=progress, cancel=cancel)
+    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec)
+    return ComparisonReport(
+        report_id=pair.report_id(options),
+        model_a=pair.a.spec,
+        model_b=pair.b.spec,
+        checkpoints=Checkpoints(a=checkpoint_info(pair.a), b=checkpoint_info(pair.b)),
+        n_tensors=len(mods),
+        n_skipped=len(alignment.skipped),
+        skipped=alignment.skipped,
+        totals=totals(mods),
+        modules=mods,
+        layers=layer_rows(mods),
+        diagnostics=diagnostics,
+        engine=EngineInfo(version=__version__, spectrum=options.spectrum, top_k=options.top_k,
+                          device=str(pick_device(options.device)), seconds=time.perf_counter() - t0,
+                          bytes_read=bytes_read),
+        model_info={"model_a": model_info(pair.a), "model_b": model_info(pair.b)},
+    )

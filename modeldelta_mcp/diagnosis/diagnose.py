@@ -1,0 +1,68 @@
+"""Assemble the diagnostics block: seed profile and findings, method fingerprints, summary."""
+
+from __future__ import annotations
+
+from modeldelta_mcp.diagnosis import thresholds as T
+from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
+from modeldelta_mcp.diagnosis.profiles import profile_tag, seed_findings
+from modeldelta_mcp.models import Diagnostics, Finding, ModuleDelta
+
+PROFILE_PHRASE = {
+    "identical": "bit-identical to",
+    "surgical": "surgically fine-tuned with minimal weight changes",
+    "standard": "fine-tuned with standard SFT intensity",
+    "heavy": "heavily fine-tuned with significant weight modifications",
+    "extreme": "extensively modified with extreme weight changes",
+}
+
+
+def seed_set(mods: list[ModuleDelta]) -> list[ModuleDelta]:
+    """The seed's module set (>= 1000 parameters); all modules when a tiny model has none."""
+    chosen = [m for m in mods if m.in_profile]
+    return chosen or mods
+
+
+def nonfinite_finding(mods: list[ModuleDelta]) -> Finding | None:
+    bad = [m for m in mods if m.nonfinite]
+    if not bad:
+        return None
+    total = sum(m.nonfinite for m in bad)
+    return Finding(code="nonfinite", category="integrity", severity="warning", title="NaN/Inf weights",
+                   detail=f"{total} NaN/Inf entries in {len(bad)} tensors (e.g. {bad[0].name}); they were "
+                   "zeroed for the metrics.",
+                   metric_value=total, evidence={"tensors": [m.name for m in bad][:20], "n_entries": total})
+
+
+def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str) -> Diagnostics:
+    seed_mods = seed_set(mods)
+    findings = detect_all(mods)
+    method = primary_method(findings)
+    nonfinite = nonfinite_finding(mods)
+    mean_rel = sum(m.frob_norm_relative for m in seed_mods) / max(1, len(seed_mods))
+    mean_cos = sum(min(1.0, m.cosine_sim) for m in seed_mods) / max(1, len(seed_mods))
+    total = sum(m.frob_norm**2 for m in seed_mods) ** 0.5
+    if method == "identical":
+        tag = "identical"
+        findings = findings + ([nonfinite] if nonfinite else [])
+    else:
+        tag = profile_tag(mean_rel)
+        findings = ([nonfinite] if nonfinite else []) + findings + seed_findings(seed_mods)
+    svd = [m for m in seed_mods if m.has_svd and m.concentration_top_k]
+    conc_desc = ""
+    if svd and tag != "identical":
+        conc = sum(m.concentration_top_k or 0.0 for m in svd) / len(svd)
+        if conc > T.CONC_LOW_RANK:
+            conc_desc = " Changes are partially low-rank (LoRA-like structure)."
+        elif conc < T.CONC_FULL_RANK:
+            conc_desc = " Changes are full-rank: the entire parameter space was used."
+    primary = next((f for f in findings if f.code == method), None)
+    method_desc = f" Method: {primary.title.lower()} ({method})." if primary is not None else ""
+    if tag == "identical":
+        summary = f"{model_b} is {PROFILE_PHRASE[tag]} {model_a}: every compared tensor is bit-equal."
+    else:
+        summary = (
+            f"{model_b} was {PROFILE_PHRASE[tag]} relative to {model_a}. "
+            f"Mean relative change: {mean_rel:.4f}, cosine similarity: {mean_cos:.5f}, "
+            f"total ||ΔW||: {total:.2f}.{conc_desc}{method_desc}"
+        )
+    return Diagnostics(profile_tag=tag, method=method, summary=summary, findings=findings)

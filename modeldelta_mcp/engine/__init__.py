@@ -1,0 +1,5 @@
+"""The streaming delta engine: chunked reads -> accumulated metrics and exact spectra."""
+
+from modeldelta_mcp.engine.run import EngineOptions, run_engine
+
+__all__ = ["EngineOptions", "run_engine"]

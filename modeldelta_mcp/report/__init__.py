@@ -1,0 +1,1 @@
+"""Report renderers: terminal text and JSON (Markdown and HTML arrive with the reports issue)."""

@@ -1,0 +1,6 @@
+"""Checkpoint sources: resolve a spec to a tensor index without reading tensor data."""
+
+from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorReader, TensorRef
+from modeldelta_mcp.sources.resolve import resolve
+
+__all__ = ["Checkpoint", "TensorReader", "TensorRef", "resolve"]

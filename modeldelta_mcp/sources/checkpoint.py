@@ -1,0 +1,106 @@
+"""A resolved checkpoint: a tensor index (name -> file, dtype, shape) and a reader over it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+# torch dtypes counted as weights; everything else (int64 position ids, bool masks) is skipped.
+FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # torch dtype name without the "torch." prefix
+    file: str  # path relative to the checkpoint root
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * dtype_size(self.dtype)
+
+
+def dtype_size(dtype: str) -> int:
+    return torch.empty((), dtype=getattr(torch, dtype)).element_size()
+
+
+class TensorReader(Protocol):
+    """Reads tensors or row ranges of a checkpoint; opened and closed around one pass."""
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of the tensor's 2-D view (shape[0], -1), in the stored dtype."""
+
+    def cols(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Columns [start, stop) of a 2-D tensor, in the stored dtype."""
+
+    def full(self, name: str) -> torch.Tensor:
+        """The whole tensor in the stored dtype and shape."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Checkpoint:
+    spec: str
+    source: str  # local | hub | adapter
+    root: Path
+    files: list[str]
+    tensors: dict[str, TensorRef]
+    revision: str | None = None
+    config: dict[str, Any] | None = None
+    fmt: str = "safetensors"  # safetensors | torch
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+    @property
+    def architecture(self) -> str | None:
+        if not self.config:
+            return None
+        archs = self.config.get("architectures") or []
+        return archs[0] if archs else self.config.get("model_type")
+
+    def dtypes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tensors.values():
+            out[t.dtype] = out.get(t.dtype, 0) + 1
+        return dict(sorted(out.items()))
+
+    def identity(self) -> str:
+        """Stable identity for the result store: hub commit, or file names, sizes and mtimes.
+
+        Never hashes tensor data: a multi-GB file must not be read on the request path.
+        """
+        if self.source == "hub" and self.revision:
+            material: Any = ["hub", self.spec.split("@")[0], self.revision]
+        else:
+            stats = []
+            for rel in self.files:
+                st = (self.root / rel).stat()
+                stats.append([rel, st.st_size, st.st_mtime_ns])
+            material = ["local", str(self.root.resolve()), stats, self.extra.get("identity")]
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    def open(self) -> TensorReader:
+        from modeldelta_mcp.sources.readers import open_reader
+
+        return open_reader(self)

@@ -1,0 +1,74 @@
+"""PyTorch `.bin` checkpoints: loaded with mmap=True and weights_only=True, never executed."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from modeldelta_mcp.errors import SourceError
+from modeldelta_mcp.sources.checkpoint import TensorRef
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        # mmap keeps tensor data on disk until a slice is touched (zip format only).
+        mmap = zipfile.is_zipfile(path)
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError as exc:
+        raise SourceError(f"{path}: file not found") from exc
+    except pickle.UnpicklingError as exc:
+        raise SourceError(
+            f"{path}: refused, the pickle holds more than plain weights (weights_only load failed)"
+        ) from exc
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SourceError(f"{path}: not a readable PyTorch checkpoint ({first})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SourceError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def index_file(root: Path, rel: str) -> list[TensorRef]:
+    state = _load(root / rel)
+    return [
+        TensorRef(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), rel) for name, t in state.items()
+    ]
+
+
+class TorchBinReader:
+    """Holds one shard's mmapped state dict at a time (shards are visited in order)."""
+
+    def __init__(self, root: Path, refs: dict[str, TensorRef]) -> None:
+        self._root = root
+        self._refs = refs
+        self._file: str | None = None
+        self._state: dict[str, torch.Tensor] = {}
+
+    def _tensor(self, name: str) -> torch.Tensor:
+        rel = self._refs[name].file
+        if rel != self._file:
+            self._state = _load(self._root / rel)
+            self._file = rel
+        return self._state[name]
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        t = self._tensor(name)
+        view = t.reshape(t.shape[0], -1) if t.dim() >= 1 else t.reshape(1, 1)
+        if t.dim() == 1:
+            view = t.reshape(-1, 1)
+        return view[start:stop].clone()
+
+    def cols(self, name: str, start: int, stop: int) -> torch.Tensor:
+        return self._tensor(name)[:, start:stop].clone()
+
+    def full(self, name: str) -> torch.Tensor:
+        return self._tensor(name).clone()
+
+    def close(self) -> None:
+        self._state = {}
+        self._file = None
