@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -89,13 +90,18 @@ def run_compare(model_a: str, model_b: str, output: str | None, top_k: int, top_
 def run_demo(top_n: int) -> None:
     from modeldelta_mcp.demo import build_demo_pair
 
+    cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="modeldelta-demo-") as tmp:
         click.echo("Building the demo pair (tiny Llama-named transformer, real gradient steps)...", err=True)
-        paths = build_demo_pair(Path(tmp))
-        for variant in ("full_finetune", "lora_merged"):
-            click.echo(f"\n=== demo: base → {variant} ===\n")
-            run_compare(str(paths["base"]), str(paths[variant]), None, 20, top_n, None, True, "exact", "auto",
-                        DEFAULT_MEMORY_BUDGET, use_cache=False)
+        build_demo_pair(Path(tmp))
+        os.chdir(tmp)  # short relative specs ("base", "lora_merged") read better in the report
+        try:
+            for variant in ("full_finetune", "lora_merged"):
+                click.echo(f"\n=== demo: base → {variant} ===\n")
+                run_compare("base", variant, None, 20, top_n, None, True, "exact", "auto",
+                            DEFAULT_MEMORY_BUDGET, use_cache=False)
+        finally:
+            os.chdir(cwd)
 
 
 def run_inspect(model: str, token: str | None) -> None:

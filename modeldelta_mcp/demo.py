@@ -145,7 +145,7 @@ def build_demo_pair(root: Path, base_steps: int = 60, tune_steps: int = 40) -> d
     paths = {"base": save(base, root / "base")}
 
     full = copy.deepcopy(base)
-    train(full, text_b, tune_steps, lr=1e-3, seed=SEED + 1)
+    train(full, text_b, tune_steps, lr=1e-4, seed=SEED + 1)
     paths["full_finetune"] = save(full, root / "full_finetune")
 
     lora = copy.deepcopy(base)
@@ -157,7 +157,7 @@ def build_demo_pair(root: Path, base_steps: int = 60, tune_steps: int = 40) -> d
             wrapped = LoRALinear(getattr(block.self_attn, n), r=4, alpha=8)
             setattr(block.self_attn, n, wrapped)
             adapters += [wrapped.lora_A, wrapped.lora_B]
-    train(lora, text_b, tune_steps, lr=3e-3, params=adapters, seed=SEED + 1)
+    train(lora, text_b, tune_steps, lr=1e-3, params=adapters, seed=SEED + 1)
     for block in lora.model.layers:
         for n in ("q_proj", "v_proj"):
             setattr(block.self_attn, n, getattr(block.self_attn, n).merged())
