@@ -61,23 +61,23 @@ def _keyed(ckpt: Checkpoint, table: ArchitectureTable) -> dict[str, TensorRef]:
 def align(a: Checkpoint, b: Checkpoint, table: ArchitectureTable | None = None) -> Alignment:
     table = table or default_table()
     ka, kb = _keyed(a, table), _keyed(b, table)
-    matched: list[tuple[TensorRef, TensorRef]] = [(ka[k], kb[k]) for k in kb if k in ka]
+    # (A's tensor, B's tensor, the name reported: B's as stored, or A's when B lacks the tensor)
+    matched: list[tuple[TensorRef, TensorRef, str]] = [(ka[k], kb[k], kb[k].name) for k in kb if k in ka]
     only_a = {k for k in ka if k not in kb}
     only_b = {k for k in kb if k not in ka}
 
     # A tied head saved on one side only is the other side's embedding matrix.
     for head, embed in table.tied:
         if head in only_b and embed in ka and embed in kb:
-            matched.append((ka[embed], kb[head]))
+            matched.append((ka[embed], kb[head], kb[head].name))
             only_b.discard(head)
         elif head in only_a and embed in kb and embed in ka:
-            matched.append((ka[head], kb[embed]))
+            matched.append((ka[head], kb[embed], ka[head].name))
             only_a.discard(head)
 
     pairs: list[TensorPair] = []
     skipped: list[SkippedTensor] = []
-    for ra, rb in matched:
-        name = rb.name
+    for ra, rb, name in matched:
         if not (ra.is_float and rb.is_float):
             skipped.append(SkippedTensor(name=name, reason=f"non-float dtype ({ra.dtype}/{rb.dtype})"))
             continue

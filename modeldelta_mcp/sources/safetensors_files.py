@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -75,7 +76,7 @@ class SafetensorsReader:
             t = self._guard(name, lambda: self._slice(name)[start:stop] if ref.shape else self.full(name))
             return t.reshape(-1, 1) if ref.shape else t.reshape(1, 1)
         t = self._guard(name, lambda: self._slice(name)[start:stop])
-        return t.reshape(t.shape[0], -1)
+        return t.reshape(t.shape[0], math.prod(ref.shape[1:]))
 
     def cols(self, name: str, start: int, stop: int) -> torch.Tensor:
         return self._guard(name, lambda: self._slice(name)[:, start:stop])

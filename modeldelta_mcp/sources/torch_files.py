@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -11,17 +13,27 @@ import torch
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources.checkpoint import TensorRef
 
+# torch's weights-only unpickler names what it refused ("Unsupported global: GLOBAL builtins.exec ...").
+_REFUSED = re.compile(r"Unsupported (global: GLOBAL \S+|operand \d+|class \S+)")
+
+
+def _refusal(exc: BaseException) -> str:
+    m = _REFUSED.search(str(exc))
+    return "unsupported " + m.group(1).replace("global: GLOBAL ", "global ") if m else "not a plain tensor dict"
+
 
 def _load(path: Path) -> dict[str, torch.Tensor]:
     try:
         # mmap keeps tensor data on disk until a slice is touched (zip format only).
         mmap = zipfile.is_zipfile(path)
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError as exc:
         raise SourceError(f"{path}: file not found") from exc
     except pickle.UnpicklingError as exc:
         raise SourceError(
-            f"{path}: refused, the pickle holds more than plain weights (weights_only load failed)"
+            f"{path}: refused, the pickle holds more than plain weights ({_refusal(exc)}); nothing was executed"
         ) from exc
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

