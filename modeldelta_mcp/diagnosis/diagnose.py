@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from modeldelta_mcp.diagnosis import thresholds as T
 from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
 from modeldelta_mcp.diagnosis.profiles import profile_tag, seed_findings
@@ -33,9 +35,11 @@ def nonfinite_finding(mods: list[ModuleDelta]) -> Finding | None:
                    metric_value=total, evidence={"tensors": [m.name for m in bad][:20], "n_entries": total})
 
 
-def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str) -> Diagnostics:
+def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
+             adapter: dict[str, Any] | None = None) -> Diagnostics:
+    """`adapter`: the facts of a PEFT adapter B (sources/peft_adapter.py), None otherwise."""
     seed_mods = seed_set(mods)
-    findings = detect_all(mods)
+    findings = detect_all(mods, adapter)
     method = primary_method(findings)
     nonfinite = nonfinite_finding(mods)
     mean_rel = sum(m.frob_norm_relative for m in seed_mods) / max(1, len(seed_mods))
@@ -56,7 +60,10 @@ def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str) -> Diagnostics
         elif conc < T.CONC_FULL_RANK:
             conc_desc = " Changes are full-rank: the entire parameter space was used."
     primary = next((f for f in findings if f.code == method), None)
-    method_desc = f" Method: {primary.title.lower()} ({method})." if primary is not None else ""
+    if primary is not None:
+        method_desc = f" Method: {primary.title} ({method})."
+    else:
+        method_desc = f" No method fingerprint matched; reported as {method} by default."
     if tag == "identical":
         summary = f"{model_b} is {PROFILE_PHRASE[tag]} {model_a}: every compared tensor is bit-equal."
     else:

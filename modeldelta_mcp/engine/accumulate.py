@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from modeldelta_mcp.engine.forensics import Forensics
+
 # The seed's definition: an entry counts as unchanged when |ΔW| < 1e-5.
 SPARSITY_EPS = 1e-5
 # torch.nn.functional.cosine_similarity's default eps (the seed used it).
@@ -27,51 +29,48 @@ class DeltaAccumulator:
     n_small: int = 0
     n_zero_delta: int = 0
     n_nonfinite: int = 0
-    n_zero_a: int = 0
-    n_zero_b: int = 0
-    n_pruned: int = 0  # zero in B where A was not
     max_abs_delta: float = 0.0
-    sum_abs_a_pruned: float = 0.0  # |A| over pruned entries: pruning removes the small ones
-    sum_abs_a: float = 0.0
-    n_on_fp16_grid: int = 0  # B's entries exactly representable in float16
-    n_on_bf16_grid: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    forensic: Forensics = field(default_factory=Forensics)
 
-    def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Add a chunk (any float dtype, same shape); return the float32 delta of the chunk."""
+    def add(self, a: torch.Tensor, b: torch.Tensor, whole_rows: bool = True) -> torch.Tensor:
+        """Add a chunk (any float dtype, same shape); return the float32 delta of the chunk.
+
+        `whole_rows` is False when the chunk is a column block (a row-wise test cannot run on it).
+        """
+        stored_b = b.dtype
         a = a.float()
         b = b.float()
-        finite = torch.isfinite(a) & torch.isfinite(b)
-        bad = int((~finite).sum())
-        if bad:
+        a64, b64 = a.double().reshape(-1), b.double().reshape(-1)
+        sa2, sb2 = float(torch.dot(a64, a64)), float(torch.dot(b64, b64))
+        if not math.isfinite(sa2 + sb2):  # squares of float32 never overflow float64: a NaN/Inf is present
+            finite = torch.isfinite(a) & torch.isfinite(b)
             # NaN/Inf are counted and zeroed so that norms and spectra stay finite (warning finding).
-            self.n_nonfinite += bad
+            self.n_nonfinite += int((~finite).sum())
             a = torch.where(finite, a, torch.zeros_like(a))
             b = torch.where(finite, b, torch.zeros_like(b))
+            a64, b64 = a.double().reshape(-1), b.double().reshape(-1)
+            sa2, sb2 = float(torch.dot(a64, a64)), float(torch.dot(b64, b64))
         d = b - a
-        a64, b64 = a.double(), b.double()
+        d64 = b64 - a64
         self.numel += a.numel()
-        self.sum_a2 += float((a64 * a64).sum())
-        self.sum_b2 += float((b64 * b64).sum())
-        self.sum_ab += float((a64 * b64).sum())
-        self.sum_d2 += float((d.double() ** 2).sum())
-        absd = d.abs()
-        self.n_small += int((absd < SPARSITY_EPS).sum())
-        self.n_zero_delta += int((d == 0).sum())
-        if absd.numel():
-            self.max_abs_delta = max(self.max_abs_delta, float(absd.max()))
-        zero_a, zero_b = a == 0, b == 0
-        pruned = zero_b & ~zero_a
-        self.n_zero_a += int(zero_a.sum())
-        self.n_zero_b += int(zero_b.sum())
-        self.n_pruned += int(pruned.sum())
-        abs_a = a.abs()
-        self.sum_abs_a += float(abs_a.sum(dtype=torch.float64))
-        if self.n_pruned:
-            self.sum_abs_a_pruned += float(abs_a[pruned].sum(dtype=torch.float64))
-        self.n_on_fp16_grid += int((b.half().float() == b).sum())
-        self.n_on_bf16_grid += int((b.bfloat16().float() == b).sum())
+        self.sum_a2 += sa2
+        self.sum_b2 += sb2
+        self.sum_ab += float(torch.dot(a64, b64))
+        self.sum_d2 += float(torch.dot(d64, d64))
+        self.n_small += int(torch.count_nonzero(d.abs() < SPARSITY_EPS))
+        self.n_zero_delta += d.numel() - int(torch.count_nonzero(d))
+        if d.numel():
+            lo, hi = torch.aminmax(d)
+            self.max_abs_delta = max(self.max_abs_delta, abs(float(lo)), abs(float(hi)))
+        self.forensic.update(a, b, d, stored_b, whole_rows, (float(a64.sum()), float(b64.sum())))
         return d
+
+    def note_spectrum(self, sigma: torch.Tensor, rows: int, cols: int,
+                      gram_dtype: torch.dtype = torch.float64) -> None:
+        """Record the spectrum's forensic values (numerical rank, deciles); σ descending, from a Gram
+        solved in `gram_dtype` (its rounding floor bounds the σ that can be told from zero)."""
+        self.forensic.note_spectrum(sigma, rows, cols, self.norm_b, gram_dtype)
 
     @property
     def norm_a(self) -> float:
@@ -107,16 +106,10 @@ class DeltaAccumulator:
         out = {
             "numel": float(self.numel),
             "n_zero_delta": float(self.n_zero_delta),
-            "n_zero_a": float(self.n_zero_a),
-            "n_zero_b": float(self.n_zero_b),
-            "n_pruned": float(self.n_pruned),
-            "mean_abs_a": self.sum_abs_a / max(1, self.numel),
-            "mean_abs_a_pruned": self.sum_abs_a_pruned / max(1, self.n_pruned),
             "max_abs_delta": self.max_abs_delta,
-            "frac_on_fp16_grid": self.n_on_fp16_grid / max(1, self.numel),
-            "frac_on_bf16_grid": self.n_on_bf16_grid / max(1, self.numel),
             "norm_a": self.norm_a,
             "norm_b": self.norm_b,
         }
+        out.update(self.forensic.values())
         out.update(self.extra)
         return out

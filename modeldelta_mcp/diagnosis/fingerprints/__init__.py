@@ -1,0 +1,89 @@
+"""Method fingerprints (category `method`): how B was made from A. Pure functions of ModuleDelta rows.
+
+Each detector reads a Context (the rows plus, for a PEFT adapter B, the adapter's facts) and returns a
+Finding or None. Thresholds are named next to the reason for their value in the detector modules and
+documented in docs/diagnosis.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from modeldelta_mcp.diagnosis.fingerprints.adapter import detect_lora_adapter
+from modeldelta_mcp.diagnosis.fingerprints.context import Context
+from modeldelta_mcp.diagnosis.fingerprints.oq import detect_oq_ratio
+from modeldelta_mcp.diagnosis.fingerprints.sparsity import detect_pruning, detect_sparse_delta
+from modeldelta_mcp.diagnosis.fingerprints.spectral import detect_full_finetune, detect_lora_merge, detect_noise
+from modeldelta_mcp.diagnosis.fingerprints.structure import (
+    detect_bias_only,
+    detect_frozen,
+    detect_layer_copy,
+    detect_vocab_resized,
+)
+from modeldelta_mcp.diagnosis.fingerprints.transforms import (
+    detect_identical,
+    detect_precision_change,
+    detect_quantization,
+    detect_unrelated,
+)
+from modeldelta_mcp.models import Finding, ModuleDelta
+
+# DESIGN.md: diagnostics.method is the first code of this list whose finding holds.
+PRECEDENCE = [
+    "identical", "unrelated_models", "precision_change", "quantization_roundtrip", "pruning", "sparse_delta",
+    "noise_injection", "layer_copy", "lora_adapter", "lora_merge", "bias_only", "vocab_resized",
+    "frozen_modules", "full_finetune",
+]
+
+Detector = Callable[[Context], "Finding | None"]
+
+DETECTORS: dict[str, Detector] = {
+    "identical": detect_identical,
+    "unrelated_models": detect_unrelated,
+    "precision_change": detect_precision_change,
+    "quantization_roundtrip": detect_quantization,
+    "pruning": detect_pruning,
+    "sparse_delta": detect_sparse_delta,
+    "noise_injection": detect_noise,
+    "layer_copy": detect_layer_copy,
+    "lora_adapter": detect_lora_adapter,
+    "lora_merge": detect_lora_merge,
+    "bias_only": detect_bias_only,
+    "vocab_resized": detect_vocab_resized,
+    "frozen_modules": detect_frozen,
+    "full_finetune": detect_full_finetune,
+    "oq_ratio": detect_oq_ratio,
+}
+
+# When B is A under a whole-model transform (or not A at all), the delta is that transform's footprint:
+# its rounding or grid noise is not a training method, and a quantizer's zero level zeroes A's smallest
+# entries by design (that is not pruning). These codes are then not reported.
+TRANSFORMS = ("identical", "unrelated_models", "precision_change", "quantization_roundtrip")
+EXPLAINED_BY_TRANSFORM = {"noise_injection", "lora_merge", "full_finetune", "sparse_delta", "frozen_modules",
+                          "bias_only", "layer_copy", "pruning"}
+
+
+def detect_all(mods: list[ModuleDelta], adapter: dict[str, Any] | None = None) -> list[Finding]:
+    """Every fingerprint that holds, in precedence order (oq_ratio last)."""
+    ctx = Context(mods, adapter)
+    found: dict[str, Finding] = {}
+    for code, detect in DETECTORS.items():
+        f = detect(ctx)
+        if f is not None:
+            found[code] = f
+    if any(code in found for code in TRANSFORMS):
+        found = {c: f for c, f in found.items() if c not in EXPLAINED_BY_TRANSFORM}
+    return list(found.values())
+
+
+def primary_method(findings: list[Finding]) -> str:
+    """First code of PRECEDENCE among the findings; full_finetune when no fingerprint holds."""
+    codes = {f.code for f in findings if f.category == "method"}
+    for code in PRECEDENCE:
+        if code in codes:
+            return code
+    return "full_finetune"
+
+
+__all__ = ["DETECTORS", "PRECEDENCE", "detect_all", "primary_method"]

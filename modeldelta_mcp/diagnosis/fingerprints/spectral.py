@@ -1,0 +1,130 @@
+"""Spectral fingerprints: i.i.d. noise (Marchenko–Pastur), exact low rank (LoRA merge), dense training."""
+
+from __future__ import annotations
+
+import math
+
+from modeldelta_mcp.diagnosis import mp
+from modeldelta_mcp.diagnosis.fingerprints.context import (
+    VOCAB_ROLES,
+    Context,
+    family,
+    finding,
+    fx,
+    is_low_rank,
+    nnz,
+    numerical_rank,
+    shape2d,
+    sorted_roles,
+)
+from modeldelta_mcp.engine.forensics import DECILE_KEYS, DECILES
+from modeldelta_mcp.models import Finding, ModuleDelta
+
+# Bulk quantiles of an i.i.d. matrix match the MP law up to O(1/p) (eigenvalue spacing, p = min side):
+# measured 0.028 at p = 32 and 0.005 at p = 384 (relative to the edge); allowed: 0.02 + 2/p.
+MP_QUANTILE_FLOOR = 0.02
+MP_QUANTILE_SLACK = 2.0
+# The top σ of an i.i.d. matrix exceeds the MP edge only by Tracy–Widom fluctuations, O(p^(-2/3));
+# learned structure puts outliers well above it. Allowed: edge·(1 + 2·p^(-2/3)).
+MP_EDGE_SLACK = 2.0
+# Noise moves entries; when half the changes or more set weights to zero, the delta is a zeroing.
+NOISE_MAX_ZEROED_SHARE = 0.5
+# A trained dense update moves (nearly) every entry; masks and drops leave most unchanged.
+DENSE_MIN_DENSITY = 0.5
+
+
+def mp_fit(m: ModuleDelta) -> dict | None:
+    """How far Δ's spectrum is from MP with the same variance: top σ / edge and worst decile error."""
+    if not m.top_singular_values or any(k not in m.forensics for k in DECILE_KEYS):
+        return None
+    rows, cols = shape2d(m)
+    p = min(rows, cols)
+    tau = m.frob_norm / math.sqrt(rows * cols)
+    e = mp.edge(rows, cols, tau)
+    if e <= 0:
+        return None
+    theory = mp.sigma_quantiles(rows, cols, DECILES)
+    err = max(abs(fx(m, k) / e - t) for k, t in zip(DECILE_KEYS, theory, strict=True))
+    top = m.top_singular_values[0] / e
+    ok = err <= MP_QUANTILE_FLOOR + MP_QUANTILE_SLACK / p and top <= 1 + MP_EDGE_SLACK * p ** (-2 / 3)
+    return {"top_over_edge": top, "decile_error": err, "ok": ok, "tau": tau}
+
+
+def detect_noise(ctx: Context) -> Finding | None:
+    fits = [(m, mp_fit(m)) for m in ctx.changed_matrices]
+    if not fits or any(f is None for _, f in fits):
+        return None
+    moved = sum(nnz(m) for m, _ in fits)
+    if sum(fx(m, "n_pruned") for m, _ in fits) >= NOISE_MAX_ZEROED_SHARE * moved:
+        return None  # a delta of -A on zeroed entries (pruning) inherits A's noise-like small values
+    if not all(f["ok"] for _, f in fits if f):
+        return None
+    rel = sorted(f["tau"] / (fx(m, "norm_a") / math.sqrt(max(1.0, fx(m, "numel")))) for m, f in fits if f)
+    top = max(f["top_over_edge"] for _, f in fits if f)
+    err = max(f["decile_error"] for _, f in fits if f)
+    return finding(
+        "noise_injection", "warning", "Random noise added",
+        f"The deltas of all {len(fits)} changed matrices have the singular values of i.i.d. noise: they fill the "
+        f"Marchenko–Pastur bulk (worst decile off by {err:.3f} of the edge) with no outlier above its edge (top σ at "
+        f"{top:.3f}× the edge). No learned structure; noise std ≈ {rel[len(rel) // 2]:.2g} × the weights' RMS.",
+        {"n_matrices": len(fits), "max_top_over_edge": top, "max_decile_error": err,
+         "noise_relative_std": rel[len(rel) // 2], "roles": sorted_roles([m for m, _ in fits])},
+        metric_value=rel[len(rel) // 2],
+    )
+
+
+def detect_lora_merge(ctx: Context) -> Finding | None:
+    if ctx.adapter is not None or not ctx.changed_matrices:
+        return None  # an adapter is reported as lora_adapter
+    ranks = {m.name: numerical_rank(m) for m in ctx.changed_matrices}
+    if any(r is None or r == 0 for r in ranks.values()) or not all(is_low_rank(m) for m in ctx.changed_matrices):
+        return None
+    by_role: dict[str, int] = {}
+    for m in ctx.changed_matrices:
+        by_role[m.role] = max(by_role.get(m.role, 0), ranks[m.name] or 0)
+    rank = max(by_role.values())
+    touched = sorted(by_role)
+    untouched = sorted({m.role for m in ctx.mods} - {m.role for m in ctx.changed})
+    vectors = [m for m in ctx.changed if m not in ctx.changed_matrices]
+    cliffs = [fx(m, "sv_cliff") for m in ctx.changed_matrices if "sv_cliff" in m.forensics]
+    layers = sorted({m.layer for m in ctx.changed_matrices if m.layer is not None})
+    return finding(
+        "lora_merge", "info", f"LoRA merged into the weights (rank {rank})",
+        f"The {len(ctx.changed_matrices)} changed matrices ({', '.join(touched)}) have exact low rank <= {rank}: their "
+        f"singular values drop by a factor of {min(cliffs) if cliffs else float('nan'):.3g} or more to the rounding "
+        f"floor of the stored dtype, while {len(untouched)} other roles are untouched. A merged low-rank adapter.",
+        {"rank": rank, "ranks_by_role": by_role, "roles": touched, "untouched_roles": untouched,
+         "n_modules": len(ctx.changed_matrices), "layers": layers, "n_vectors_changed": len(vectors),
+         "min_cliff": min(cliffs) if cliffs else None},
+        metric_value=rank,
+    )
+
+
+def _dense_learned(m: ModuleDelta) -> bool:
+    density = nnz(m) / max(1.0, fx(m, "numel", m.n_params))
+    fit = mp_fit(m)
+    return is_low_rank(m) is False and density >= DENSE_MIN_DENSITY and not (fit and fit["ok"])
+
+
+def detect_full_finetune(ctx: Context) -> Finding | None:
+    body = [m for m in ctx.changed_matrices if m.role not in VOCAB_ROLES] or ctx.changed_matrices
+    if not body:
+        return None
+    dense = [m for m in body if _dense_learned(m)]
+    if 2 * len(dense) <= len(body):  # a majority of the changed matrices
+        return None
+    present = {family(m.role) for m in ctx.matrices} & {"attention", "mlp"}
+    changed = {family(m.role) for m in dense} & {"attention", "mlp"}
+    if changed != present:
+        return None
+    fracs = sorted((numerical_rank(m) or 0) / min(shape2d(m)) for m in dense)
+    density = sum(nnz(m) for m in dense) / sum(fx(m, "numel", m.n_params) for m in dense)
+    return finding(
+        "full_finetune", "info", "Full fine-tune (dense, high-rank updates)",
+        f"{len(dense)} of {len(body)} changed matrices got dense ({density:.1%} of entries moved), full-rank "
+        f"updates (median numerical rank {fracs[len(fracs) // 2]:.0%} of the dimension) with learned structure, "
+        f"across {' and '.join(sorted(changed)) or 'all'} modules.",
+        {"n_matrices": len(dense), "n_changed_matrices": len(body), "module_types": sorted(changed),
+         "median_rank_fraction": fracs[len(fracs) // 2], "density": density, "roles": sorted_roles(dense)},
+        metric_value=fracs[len(fracs) // 2],
+    )

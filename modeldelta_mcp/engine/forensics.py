@@ -1,0 +1,283 @@
+"""Forensic counters per tensor pair, fed chunk by chunk next to the seed's metrics.
+
+They are the evidence the method fingerprints (diagnosis/fingerprints/, docs/diagnosis.md) rest on:
+float-format grids (precision casts), k-bit grids on a bounded sample of B's rows (quantization),
+exact zeros and their pattern (pruning, DARE), exact-copy fingerprints (layer copies), the sums a
+permutation null needs (unrelated models) and, from the full spectrum, the numerical rank above the
+storage dtype's rounding floor and the deciles of σ (LoRA, Marchenko–Pastur). Memory is bounded:
+scalars per tensor plus at most QUANT_SAMPLE_ROWS rows of B.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+
+# Unit roundoff u (half an ULP, relative) of the formats B may be stored in or cast to.
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-9}
+# Significand bits (with the implicit one) and the smallest exponent of an ULP (subnormal spacing).
+FORMATS = {"float16": (torch.float16, 11, -24), "bfloat16": (torch.bfloat16, 8, -133)}
+# Entries checked before a whole chunk is tested against a float grid: an fp32 tensor fails here.
+GRID_PROBE = 4096
+
+# k-bit grid test on a sample of B's rows: the first rows of each matrix (a quantizer treats every
+# row alike, so a few dozen rows decide; the cost stays bounded for any tensor size).
+QUANT_SAMPLE_ROWS = 32
+# Rows narrower than this carry too few values to tell a grid from chance.
+QUANT_MIN_COLS = 16
+# Group sizes of group-wise quantizers in use (GPTQ/AWQ/bitsandbytes): 32, 64, 128.
+QUANT_GROUPS = (128, 64, 32)
+# Sub-multiples of the smallest gap tried as the grid step: with fewer samples than levels two
+# adjacent levels may never both occur, so the smallest gap can be 2..8 steps.
+QUANT_MAX_SUBSTEP = 8
+# Groups tested first; the rest only when all of these lie on a grid.
+PROBE_GROUPS = 4
+# A gap is "on the grid" when gap/step is an integer up to the rounding of the stored values
+# (_grid_test); a group whose tolerance reaches this cap cannot tell a grid from chance and does
+# not count as evidence.
+QUANT_TOL_CAP = 0.25
+# Bits beyond this are not a quantizer's grid (a float format's mixed-binade grid spans > 2^8 steps).
+QUANT_MAX_BITS = 8
+
+# Floor of the numerical rank: a rounding-error matrix E with |E_ij| <= u·|B_ij| (i.i.d.-like)
+# has top singular value ~ (u/√3)·rms(B)·(√m + √n) (Marchenko–Pastur edge); σ below MARGIN times
+# u·rms(B)·(√m + √n) is rounding, not signal.
+FLOOR_MARGIN = 2.0
+# A Gram solved in a dtype of unit roundoff u resolves eigenvalues only down to ~u·trace(G), times the
+# margin measured for the engine's eigensolvers (engine/spectrum.py UNRESOLVED_MARGIN): σ below
+# sqrt(margin·u)·‖Δ‖_F cannot be told from zero.
+GRAM_UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}
+DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DECILE_KEYS = tuple(f"sv_q{round(q * 100):02d}" for q in DECILES)
+
+
+def ulp(x: torch.Tensor, bits: int, min_exp: int) -> torch.Tensor:
+    """ULP of each |x| in a format with `bits` significand bits (subnormal spacing 2^min_exp)."""
+    _, exp = torch.frexp(x)  # x = m·2^exp, 0.5 <= |m| < 1
+    e = torch.clamp(exp - bits, min=min_exp).to(torch.float32)
+    return torch.exp2(e)
+
+
+def _on_grid(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x.to(dtype).float() == x
+
+
+def _all_on_grid(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """_on_grid(x, dtype).all() without the boolean pass (torch.equal is a vectorized compare)."""
+    return torch.equal(x.to(dtype).float(), x)
+
+
+def _grid_test(s: torch.Tensor, unit: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For sorted informative groups s (float64): which lie on a uniform grid, and that grid's step."""
+    gaps = s[:, 1:] - s[:, :-1]
+    pos = gaps > 0
+    gmin = torch.where(pos, gaps, torch.full_like(gaps, math.inf)).amin(dim=1, keepdim=True)
+    amax = s.abs().amax(dim=1, keepdim=True)
+    r = torch.where(pos, gaps / gmin, torch.zeros_like(gaps))
+    # Each stored value carries a rounding error <= u·amax, so a gap is off by <= 2u·amax and the
+    # ratio gap/gmin by <= 2u·amax·(1 + r)/gmin; twice that is the tolerance (times j for step gmin/j).
+    err_unit = 4 * unit * amax * (1 + r) / gmin
+    on = torch.zeros(s.shape[0], dtype=torch.bool)
+    step = torch.zeros_like(gmin)
+    for j in range(1, QUANT_MAX_SUBSTEP + 1):
+        tol = err_unit * j
+        rj = r * j
+        miss = ((rj - rj.round()).abs() > tol) & pos
+        testable = (torch.where(pos, tol, torch.zeros_like(tol)).amax(dim=1) < QUANT_TOL_CAP)
+        ok = ~miss.any(dim=1) & testable & ~on
+        step[ok] = (gmin / j)[ok]
+        on |= ok
+        if bool(on.all()):
+            break
+    return on, step
+
+
+def grid_groups(x: torch.Tensor, unit: float) -> tuple[int, int, int, int]:
+    """k-bit grid test of each row of x (groups × G): (tested, on_grid, max_bits, max_levels).
+
+    A group lies on a uniform grid {o + q·s} when every gap between its sorted distinct values is
+    an integer multiple of s; s is the smallest gap or a sub-multiple of it. Works for symmetric,
+    zero-point and float-offset quantizers alike. `levels` counts distinct values (codebooks: NF4).
+    Groups with fewer than 3 distinct values carry no evidence. The first PROBE_GROUPS decide
+    whether the rest is tested: a quantizer treats every group alike.
+    """
+    s, _ = torch.sort(x.double(), dim=1)
+    distinct = 1 + (s[:, 1:] > s[:, :-1]).sum(dim=1)
+    informative = distinct >= 3
+    s, distinct = s[informative], distinct[informative]
+    if s.shape[0] == 0:
+        return 0, 0, 0, 0
+    on, step = _grid_test(s[:PROBE_GROUPS], unit)
+    if bool(on.all()) and s.shape[0] > PROBE_GROUPS:
+        on, step = _grid_test(s, unit)
+    tested = on.shape[0]
+    n_on = int(on.sum())
+    bits = 0
+    if n_on:
+        span = (s[: tested, -1:] - s[: tested, :1])
+        levels = (span[on] / step[on]).round() + 1
+        bits = int(torch.ceil(torch.log2(levels.clamp_min(2))).max())
+    return tested, n_on, bits, int(distinct[:tested].max())
+
+
+class Forensics:
+    """Forensic sums of one tensor pair; update() per chunk with the float32 a, b and delta d."""
+
+    def __init__(self) -> None:
+        self.numel = 0
+        self.n_nonzero_delta = 0
+        self.n_zero_b = 0
+        self.n_pruned = 0
+        self.sum_a2_pruned = 0.0
+        self.sum_a = 0.0
+        self.sum_b = 0.0
+        self.crc_a = 0
+        self.crc_b = 0
+        self.b_dtype = "float32"
+        self.on_grid = {f: True for f in FORMATS}  # every entry of B so far on that format's grid
+        self.n_rounded = {f: 0 for f in FORMATS}  # changed entries that are a one-ULP rounding of A
+        self.active_rows = 0  # chunk rows with any change
+        self.active_entries = 0
+        self.zero_pairs_active = 0  # horizontally adjacent unchanged entries inside active rows
+        self.pairs_active = 0
+        self.sample: list[torch.Tensor] = []
+        self.sample_rows = 0
+        self.sampled = True  # False once a chunk did not hold whole rows
+        self.spectrum: dict[str, float] = {}
+
+    def update(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, stored_b: torch.dtype,
+               whole_rows: bool, sums: tuple[float, float]) -> None:
+        n = d.numel()
+        self.numel += n
+        self.b_dtype = str(stored_b).removeprefix("torch.")
+        self.sum_a += sums[0]
+        self.sum_b += sums[1]
+        self.crc_a = zlib.crc32(a.contiguous().numpy(), self.crc_a)
+        self.crc_b = zlib.crc32(b.contiguous().numpy(), self.crc_b)
+        nnz = int(torch.count_nonzero(d))
+        self.n_nonzero_delta += nnz
+        n_zero_b = n - int(torch.count_nonzero(b))
+        self.n_zero_b += n_zero_b
+        if n_zero_b:
+            pruned = (b == 0) & (a != 0)
+            self.n_pruned += int(pruned.sum())
+            pa = a[pruned].double()
+            self.sum_a2_pruned += float(torch.dot(pa, pa))
+        self._grids(a, b, d, nnz)
+        if 0 < nnz < n and d.dim() == 2 and d.shape[1] > 1:
+            self._pattern(d)
+        elif nnz:
+            rows, cols = (d.shape[0], d.shape[1]) if d.dim() == 2 else (1, n)
+            self.active_rows += rows
+            self.active_entries += n
+            self.pairs_active += rows * (cols - 1) if d.dim() == 2 else 0
+        if whole_rows and d.dim() == 2 and d.shape[1] >= QUANT_MIN_COLS and self.sample_rows < QUANT_SAMPLE_ROWS:
+            take = b[: QUANT_SAMPLE_ROWS - self.sample_rows]
+            self.sample.append(take.clone())
+            self.sample_rows += take.shape[0]
+        elif not whole_rows:
+            self.sampled = False
+
+    def _grids(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, nnz: int) -> None:
+        """Is B on a float format's grid, and is every change a rounding of A to a neighbour there?"""
+        flat_b = b.reshape(-1)
+        for name, (dtype, bits, min_exp) in FORMATS.items():
+            if not self.on_grid[name]:
+                continue
+            stored = self.b_dtype == name  # values stored in a format are on its grid: no pass needed
+            if not stored and (not _all_on_grid(flat_b[:GRID_PROBE], dtype) or not _all_on_grid(b, dtype)):
+                self.on_grid[name] = False
+                continue
+            if not nnz or _all_on_grid(a, dtype):  # A already on the grid: no change can be a rounding of it
+                continue
+            off = ~_on_grid(a, dtype)  # A had more precision than the format there
+            changed = off & (d != 0)
+            ac, dc = a[changed], d[changed]
+            self.n_rounded[name] += int((dc.abs() <= ulp(ac, bits, min_exp)).sum())
+
+    def _pattern(self, d: torch.Tensor) -> None:
+        """Zero pattern inside rows that changed: i.i.d. drops (DARE) give P(00) = P(0)²."""
+        nz = d != 0
+        # count_nonzero/amax: torch's any()/sum() on booleans take 3-4x longer on CPU
+        n_active = int(torch.count_nonzero(nz.amax(dim=1)))
+        cols = d.shape[1]
+        self.active_rows += n_active
+        self.active_entries += n_active * cols
+        z = ~nz
+        pairs = int(torch.count_nonzero(z[:, 1:] & z[:, :-1]))
+        inactive = d.shape[0] - n_active
+        self.zero_pairs_active += pairs - inactive * (cols - 1)
+        self.pairs_active += n_active * (cols - 1)
+
+    def note_spectrum(self, sigma: torch.Tensor, rows: int, cols: int, norm_b: float,
+                      gram_dtype: torch.dtype = torch.float64) -> None:
+        """Numerical rank above the rounding floor of B's storage grid, and the deciles of σ."""
+        from modeldelta_mcp.engine.spectrum import UNRESOLVED_MARGIN
+
+        sigma = sigma.double()
+        if sigma.numel() == 0:
+            return
+        rms_b = norm_b / math.sqrt(max(1, rows * cols))
+        energy = float(sigma.square().sum())
+        floor = max(
+            FLOOR_MARGIN * self.unit_roundoff * rms_b * (math.sqrt(rows) + math.sqrt(cols)),
+            math.sqrt(UNRESOLVED_MARGIN * GRAM_UNIT_ROUNDOFF.get(gram_dtype, 2.0**-24) * energy),
+        )
+        rank = int((sigma > floor).sum())
+        asc = sigma.flip(0)
+        qs = torch.quantile(asc, torch.tensor(DECILES, dtype=torch.float64)).tolist()
+        out = {"sv_floor": floor, "sv_rank": float(rank), "sv_min": float(asc[0])}
+        out.update(dict(zip(DECILE_KEYS, qs, strict=True)))
+        if 0 < rank < sigma.numel():
+            out["sv_cliff"] = float(sigma[rank - 1] / max(float(sigma[rank]), 1e-300))
+        self.spectrum = out
+
+    @property
+    def unit_roundoff(self) -> float:
+        """u of the coarsest grid holding every entry of B (a fp32 file of bf16 values is bf16)."""
+        if self.on_grid["bfloat16"] and self.numel:
+            return UNIT_ROUNDOFF["bfloat16"]
+        if self.on_grid["float16"] and self.numel:
+            return UNIT_ROUNDOFF["float16"]
+        return UNIT_ROUNDOFF.get(self.b_dtype, UNIT_ROUNDOFF["float32"])
+
+    def _quant(self) -> dict[str, float]:
+        if not self.sample or not self.sampled or not self.n_nonzero_delta:
+            return {}
+        x = torch.cat(self.sample)
+        cols = x.shape[1]
+        unit = UNIT_ROUNDOFF.get(self.b_dtype, UNIT_ROUNDOFF["float32"])
+        out: dict[str, float] = {}
+        grans = [("row", cols)] + [(f"g{g}", g) for g in QUANT_GROUPS if g < cols and cols % g == 0]
+        for label, g in grans:
+            n, on, bits, levels = grid_groups(x.reshape(-1, g), unit)
+            out.update({f"q_{label}_n": float(n), f"q_{label}_grid": float(on), f"q_{label}_bits": float(bits),
+                        f"q_{label}_levels": float(levels), f"q_{label}_size": float(g)})
+            if n and on == n:
+                break  # the coarsest granularity on a grid wins; finer groups are subsets of it
+        return out
+
+    def values(self) -> dict[str, float]:
+        out: dict[str, float] = {
+            "n_nonzero_delta": float(self.n_nonzero_delta),
+            "n_zero_b": float(self.n_zero_b),
+            "n_pruned": float(self.n_pruned),
+            "rms_a_pruned": math.sqrt(self.sum_a2_pruned / self.n_pruned) if self.n_pruned else 0.0,
+            "sum_a": self.sum_a,
+            "sum_b": self.sum_b,
+            "crc_a": float(self.crc_a),
+            "crc_b": float(self.crc_b),
+            "unit_roundoff_b": self.unit_roundoff,
+            "active_rows": float(self.active_rows),
+            "active_entries": float(self.active_entries),
+            "zero_pairs_active": float(self.zero_pairs_active),
+            "pairs_active": float(self.pairs_active),
+        }
+        for name in FORMATS:
+            out[f"b_on_{name}_grid"] = 1.0 if self.on_grid[name] and self.numel else 0.0
+            out[f"n_rounded_{name}"] = float(self.n_rounded[name])
+        out.update(self._quant())
+        out.update(self.spectrum)
+        return out
