@@ -5,13 +5,17 @@ from __future__ import annotations
 from modeldelta_mcp.architecture import default_table
 from modeldelta_mcp.compare import checkpoint_info
 from modeldelta_mcp.models import InspectAnswer, TensorHeader
-from modeldelta_mcp.sources import resolve
+from modeldelta_mcp.sources import Checkpoint, resolve
 
 LARGEST = 10
 
 
 def inspect_checkpoint(model: str, token: str | None = None) -> InspectAnswer:
-    ckpt = resolve(model, token=token)
+    return describe(resolve(model, token=token))
+
+
+def describe(ckpt: Checkpoint) -> InspectAnswer:
+    """An already resolved checkpoint's headers (the MCP server checks its files' paths in between)."""
     table = default_table()
     roles: dict[str, int] = {}
     layers = set()

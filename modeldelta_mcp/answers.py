@@ -1,0 +1,178 @@
+"""Tool answers cut from a ComparisonReport, and their short text renderings (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from modeldelta_mcp.models import (
+    CompactModule,
+    CompareSummary,
+    ComparisonReport,
+    Counts,
+    DiagnosisAnswer,
+    Diagnostics,
+    Finding,
+    InspectAnswer,
+    LayerProfileAnswer,
+    ModuleDelta,
+    TopModulesAnswer,
+)
+
+REPORT_URI = "modeldelta://reports/{report_id}"
+# Compact rows in compare_checkpoints' summary: enough to see where the change sits, small enough for a
+# model's context (the summary of a 7B pair must stay well under SUMMARY_BUDGET_BYTES of JSON).
+SUMMARY_TOP_MODULES = 10
+SUMMARY_BUDGET_BYTES = 8 * 1024
+# When the summary runs over budget, evidence lists in findings are cut to this many items (the full
+# evidence stays in get_diagnosis and in the report resource).
+TRIMMED_EVIDENCE_ITEMS = 5
+
+SortKey = Literal[
+    "frob_norm_relative", "frob_norm", "cosine_sim", "sparsity", "effective_rank", "stable_rank",
+    "concentration_top_k", "spectral_alpha", "n_params",
+]
+# "Most changed" first: a lower cosine similarity or a higher sparsity of ΔW mean less change.
+ASCENDING: set[str] = {"cosine_sim", "sparsity"}
+LAYER_METRICS = ["frob_norm_relative", "cosine_sim", "effective_rank", "concentration_top_k"]
+
+
+def report_uri(report_id: str) -> str:
+    return REPORT_URI.format(report_id=report_id)
+
+
+def _compact(m: ModuleDelta) -> CompactModule:
+    return CompactModule(name=m.name, role=m.role, layer=m.layer, frob_norm_relative=m.frob_norm_relative,
+                         cosine_sim=m.cosine_sim, effective_rank=m.effective_rank)
+
+
+def _trim_evidence(findings: list[Finding]) -> list[Finding]:
+    out = []
+    for f in findings:
+        evidence: dict[str, Any] = {}
+        for key, value in f.evidence.items():
+            if isinstance(value, list) and len(value) > TRIMMED_EVIDENCE_ITEMS:
+                evidence[key] = value[:TRIMMED_EVIDENCE_ITEMS]
+                evidence[f"{key}_total"] = len(value)
+            else:
+                evidence[key] = value
+        out.append(f.model_copy(update={"evidence": evidence}))
+    return out
+
+
+def _drop_evidence(findings: list[Finding]) -> list[Finding]:
+    return [f.model_copy(update={"evidence": {"omitted": "see get_diagnosis"}}) for f in findings]
+
+
+def summary(report: ComparisonReport) -> CompareSummary:
+    changed = [m for m in report.modules if not m.identical]
+    # The seed's set (>= 1000 parameters) first: a tiny bias's large relative change is rarely the story.
+    ranked = sorted(changed, key=lambda m: (not m.in_profile, -m.frob_norm_relative))[:SUMMARY_TOP_MODULES]
+    answer = CompareSummary(
+        report_id=report.report_id,
+        model_a=report.model_a,
+        model_b=report.model_b,
+        checkpoints=report.checkpoints,
+        counts=Counts(n_tensors=report.n_tensors, n_skipped=report.n_skipped,
+                      n_identical=report.totals.n_identical, n_changed=report.totals.n_changed),
+        totals=report.totals,
+        diagnostics=report.diagnostics,
+        top_modules=[_compact(m) for m in ranked],
+        report_uri=report_uri(report.report_id),
+        engine=report.engine,
+    )
+    # Over budget: first cut long evidence lists, then drop the evidence (titles and details stay).
+    d = report.diagnostics
+    for trim in (_trim_evidence, _drop_evidence):
+        if len(answer.model_dump_json()) <= SUMMARY_BUDGET_BYTES:
+            break
+        answer.diagnostics = Diagnostics(profile_tag=d.profile_tag, method=d.method, summary=d.summary,
+                                         findings=trim(d.findings))
+    return answer
+
+
+def diagnosis(report: ComparisonReport) -> DiagnosisAnswer:
+    return DiagnosisAnswer(report_id=report.report_id, diagnostics=report.diagnostics)
+
+
+def _sort_value(m: ModuleDelta, key: str) -> float:
+    value = getattr(m, key)
+    return float("nan") if value is None else float(value)
+
+
+def top_modules(report: ComparisonReport, n: int, sort_by: str, role: str | None,
+                include_forensics: bool = False) -> TopModulesAnswer:
+    if sort_by not in get_args(SortKey):
+        raise ValueError(f"sort_by {sort_by!r}: expected one of {', '.join(get_args(SortKey))}")
+    mods = [m for m in report.modules if role is None or m.role == role]
+    with_value = [m for m in mods if getattr(m, sort_by) is not None]
+    sign = 1.0 if sort_by in ASCENDING else -1.0
+    ranked = sorted(with_value, key=lambda m: sign * _sort_value(m, sort_by))
+    ranked += [m for m in mods if getattr(m, sort_by) is None]  # no spectrum: listed last
+    rows = ranked[:n]
+    if not include_forensics:  # ~2 KB of fingerprint counters per row: evidence for the diagnosis, not for reading
+        rows = [m.model_copy(update={"forensics": {}}) for m in rows]
+    return TopModulesAnswer(report_id=report.report_id, sort_by=sort_by, role=role, modules=rows)
+
+
+def layer_profile(report: ComparisonReport) -> LayerProfileAnswer:
+    roles = sorted({role for row in report.layers for role in row.roles})
+    return LayerProfileAnswer(report_id=report.report_id, metrics=list(LAYER_METRICS), roles=roles,
+                              layers=report.layers)
+
+
+# ---- text renderings: for clients that read only text; the structured content is the contract ----
+
+
+def _num(x: float | int | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def summary_text(s: CompareSummary) -> str:
+    d = s.diagnostics
+    lines = [
+        f"report_id {s.report_id}: {s.model_a} -> {s.model_b}",
+        f"profile {d.profile_tag}, method {d.method}; mean relative change {s.totals.mean_relative_change:.4g}, "
+        f"mean cosine {s.totals.mean_cosine_sim:.6f}; {s.counts.n_changed} of {s.counts.n_tensors} tensors changed, "
+        f"{s.counts.n_skipped} skipped.",
+        d.summary,
+    ]
+    if s.top_modules:
+        lines.append("Most changed: " + "; ".join(
+            f"{m.name} ({m.frob_norm_relative:.4g})" for m in s.top_modules[:5]))
+    lines.append(f"Findings: {', '.join(f.code for f in d.findings) or 'none'}. Full report: {s.report_uri}")
+    return "\n".join(lines)
+
+
+def diagnosis_text(a: DiagnosisAnswer) -> str:
+    d = a.diagnostics
+    lines = [f"report_id {a.report_id}: profile {d.profile_tag}, method {d.method}.", d.summary]
+    lines += [f"- [{f.severity}] {f.code}: {f.title}" for f in d.findings]
+    return "\n".join(lines)
+
+
+def top_modules_text(a: TopModulesAnswer) -> str:
+    head = f"report_id {a.report_id}: top {len(a.modules)} by {a.sort_by}" + (f" (role {a.role})" if a.role else "")
+    rows = [f"- {m.name} [{m.role}] {a.sort_by}={_num(getattr(m, a.sort_by))}" for m in a.modules]
+    return "\n".join([head, *rows])
+
+
+def layer_profile_text(a: LayerProfileAnswer) -> str:
+    lines = [f"report_id {a.report_id}: relative change per layer and role ({len(a.layers)} layers)"]
+    for row in a.layers:
+        cells = ", ".join(f"{role} {m.frob_norm_relative:.3g}" for role, m in row.roles.items())
+        lines.append(f"layer {row.layer}: {cells}")
+    return "\n".join(lines)
+
+
+def inspect_text(a: InspectAnswer) -> str:
+    c = a.checkpoint
+    dtypes = ", ".join(f"{k} x{v}" for k, v in c.dtypes.items())
+    return (f"{c.id}: {c.architecture or 'unknown architecture'}, {c.n_tensors} tensors, {c.n_params:,} parameters, "
+            f"{a.n_layers or 0} layers; dtypes {dtypes}; files {', '.join(c.files)}")
+
+
+__all__ = [
+    "LAYER_METRICS", "SUMMARY_BUDGET_BYTES", "SUMMARY_TOP_MODULES", "SortKey", "diagnosis", "diagnosis_text",
+    "inspect_text", "layer_profile", "layer_profile_text", "report_uri", "summary", "summary_text",
+    "top_modules", "top_modules_text",
+]

@@ -1,0 +1,466 @@
+"""The MCP server: five read-only tools and one resource over one engine and one result store.
+
+`modeldelta-mcp` serves stdio (what MCP clients launch); `--transport streamable-http` serves HTTP.
+Built on the official SDK's MCPServer: typed tool signatures give the input schemas, the pydantic
+answer models (models.py) give the output schemas, and every answer also carries a short text.
+"""
+
+import inspect
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+import anyio.to_thread
+import click
+from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
+from mcp_types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
+
+from modeldelta_mcp import __version__, answers
+from modeldelta_mcp.access import check_files, check_spec, default_roots, is_local_spec, roots_from_uris
+from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.models import (
+    CompareSummary,
+    ComparisonReport,
+    DiagnosisAnswer,
+    InspectAnswer,
+    LayerProfileAnswer,
+    Role,
+    SpectrumMode,
+    TopModulesAnswer,
+)
+from modeldelta_mcp.store import REPORT_ID_PATTERN, JobRunner, Progress, ResultStore, check_report_id, pair_key
+
+# Seconds a comparison keeps running after its last waiting request was cancelled or timed out, so that
+# the client can call again and join it instead of starting over. 0 stops the work at once.
+DEFAULT_CANCEL_GRACE_S = 120.0
+# Test hook: seconds to sleep after each tensor, so tests can cancel or join a comparison mid-way.
+TEST_DELAY_ENV = "MODELDELTA_MCP_TEST_DELAY_S"
+
+INSTRUCTIONS = """\
+modeldelta answers "what changed between checkpoint A and checkpoint B, and how was B made from A?"
+from the weights alone. Start with compare_checkpoints(model_a, model_b): it reads both checkpoints once
+(seconds for small models, minutes for 7B on CPU) and returns a compact summary with a report_id. The other
+tools (get_diagnosis, top_changed_modules, layer_profile) answer instantly from the stored result, given the
+same pair or the report_id. If a call times out, call it again with the same arguments: it joins the running
+comparison. inspect_checkpoint reads headers only and is always cheap."""
+
+ModelSpec = Annotated[str, Field(
+    min_length=1,
+    description="Hugging Face repo id ('org/name' or 'org/name@revision'), a local checkpoint directory or "
+                ".safetensors/.bin file (inside the server's allowed roots), or a PEFT adapter directory.",
+)]
+OptionalSpec = Annotated[str | None, Field(
+    description="Like model_a/model_b of compare_checkpoints. Give both model_a and model_b, or report_id.",
+)]
+ReportId = Annotated[
+    Annotated[str, StringConstraints(pattern=REPORT_ID_PATTERN)] | None,
+    Field(description="report_id returned by compare_checkpoints (16 hex characters); replaces model_a/model_b."),
+]
+TopK = Annotated[int, Field(ge=1, le=1000, description="Singular values kept per module in the report.")]
+Spectrum = Annotated[SpectrumMode, Field(
+    description="exact: all singular values (default); fast: top-k estimate, for very large pairs; "
+                "off: norms and cosines only (fastest, no rank findings).",
+)]
+TopN = Annotated[int, Field(ge=1, le=1000, description="How many modules to return.")]
+SortBy = Annotated[answers.SortKey, Field(
+    description="Metric to rank by. Most changed first: descending, except cosine_sim and sparsity (ascending).",
+)]
+RoleFilter = Annotated[Role | None, Field(description="Only modules of this role (e.g. attn_o, mlp_down, embed).")]
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True, destructive_hint=False,
+                            idempotent_hint=True)
+
+
+@dataclass
+class ServerConfig:
+    allow_paths: list[Path] = field(default_factory=list)
+    cache_dir: Path | None = None
+    cancel_grace: float = DEFAULT_CANCEL_GRACE_S
+
+
+@dataclass
+class AppState:
+    store: ResultStore
+    jobs: JobRunner
+    roots: list[Path]
+
+
+class ModelDeltaMCP(MCPServer[AppState]):
+    """MCPServer whose argument errors read as one line (the SDK's span several) and that refuses unknown
+    arguments (a misspelt `top_n` silently falling back to the default would mislead the caller)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tool_arguments: dict[str, list[str]] = {}
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
+        expected = self.tool_arguments.get(name)
+        unknown = sorted(set(arguments) - set(expected)) if expected is not None else []
+        if unknown:
+            raise ToolError(f"{name}: unknown argument(s) {', '.join(unknown)}; expected {', '.join(expected or [])}")
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError) and not isinstance(exc, UnexpectedToolError):
+                raise ToolError(f"{name}: invalid arguments: {_one_line(cause)}") from cause
+            raise
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@contextmanager
+def _tool_errors() -> Iterator[None]:
+    """A user-facing failure becomes a tool error (isError) with its one-line reason."""
+    try:
+        yield
+    except ModelDeltaError as exc:
+        raise ToolError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+
+
+# Tool parameters filled by the server, not by the caller.
+INJECTED = {"ctx", "client_roots"}
+
+
+def _tool(server: ModelDeltaMCP, title: str, annotations: ToolAnnotations) -> Callable[[Any], Any]:
+    """server.tool with the docstring dedented: the description is what a model reads to pick a tool."""
+
+    def decorator(fn: Any) -> Any:
+        server.add_tool(fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+        server.tool_arguments[fn.__name__] = [p for p in inspect.signature(fn).parameters if p not in INJECTED]
+        return fn
+
+    return decorator
+
+
+def _result(answer: BaseModel, text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)],
+                          structured_content=answer.model_dump(mode="json"))
+
+
+def _test_delay() -> float:
+    try:
+        return max(0.0, float(os.environ.get(TEST_DELAY_ENV, "0")))
+    except ValueError:
+        return 0.0
+
+
+def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
+    config = config or ServerConfig()
+    static_roots = default_roots(config.allow_paths)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        store = ResultStore(config.cache_dir)
+        async with anyio.create_task_group() as tg:
+            jobs = JobRunner(store, tg, config.cancel_grace)
+            try:
+                yield AppState(store=store, jobs=jobs, roots=static_roots)
+            finally:
+                jobs.cancel_all()  # the worker threads check this between blocks
+                tg.cancel_scope.cancel()
+
+    server = ModelDeltaMCP("modeldelta", title="modeldelta: checkpoint diff and diagnosis",
+                           instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan, log_level="WARNING")
+
+    # ---- allowed roots: the static ones, plus the client's when a local path needs them ----------
+
+    def _needs_client_roots(ctx: Context, specs: list[str | None]) -> ListRoots | None:
+        outside = False
+        for spec in specs:
+            if spec and is_local_spec(spec):
+                try:
+                    check_spec(spec, static_roots, "model")
+                except ModelDeltaError:
+                    outside = True
+        caps = ctx.client_capabilities
+        return ListRoots() if outside and caps is not None and caps.roots is not None else None
+
+    def roots_for_pair(ctx: Context, model_a: str | None, model_b: str | None,
+                       report_id: str | None) -> ListRoots | None:
+        specs = [model_a, model_b]
+        if report_id and not (model_a and model_b):
+            try:
+                ref = _state(ctx).store.lookup(check_report_id(report_id))
+            except ModelDeltaError:
+                ref = None
+            if ref is not None:
+                specs = [ref.model_a, ref.model_b]
+        return _needs_client_roots(ctx, specs)
+
+    def roots_for_compare(ctx: Context, model_a: str, model_b: str) -> ListRoots | None:
+        return _needs_client_roots(ctx, [model_a, model_b])
+
+    def roots_for_model(ctx: Context, model: str) -> ListRoots | None:
+        return _needs_client_roots(ctx, [model])
+
+    def _state(ctx: Context) -> AppState:
+        return ctx.request_context.lifespan_context
+
+    def _roots(state: AppState, client: ListRootsResult | None) -> list[Path]:
+        return state.roots + (roots_from_uris(str(r.uri) for r in client.roots) if client else [])
+
+    # ---- getting a report: store, running job, or a new job ----------------------------------------
+
+    def _sink(ctx: Context) -> Callable[[Progress], Any]:
+        async def sink(p: Progress) -> None:
+            try:
+                await ctx.report_progress(p.done, p.total, f"tensor {p.done}/{p.total}: {p.name}")
+            except Exception:  # a client that went away must not fail the job others wait on
+                pass
+
+        return sink
+
+    def _compute(pair: Any, options: Any, journal_root: Path) -> Callable[[Callable[..., None], threading.Event],
+                                                                           ComparisonReport]:
+        from modeldelta_mcp.compare import compare
+
+        delay = _test_delay()
+
+        def compute(progress: Callable[..., None], cancel: threading.Event) -> ComparisonReport:
+            def slowed(*args: Any) -> None:
+                if delay:
+                    time.sleep(delay)
+                progress(*args)
+
+            # The journal (in the store) lets a comparison cancelled midway resume where it stopped.
+            return compare(pair, options, progress=slowed if delay else progress, cancel=cancel,
+                           journal_root=journal_root)
+
+        return compute
+
+    async def _resolve(model_a: str, model_b: str, roots: list[Path]) -> Any:
+        from modeldelta_mcp.compare import resolve_pair
+
+        check_spec(model_a, roots, "model_a")
+        check_spec(model_b, roots, "model_b")
+        pair = await anyio.to_thread.run_sync(resolve_pair, model_a, model_b, abandon_on_cancel=True)
+        check_files(pair.a.root, pair.a.files, roots, "model_a")
+        check_files(pair.b.root, pair.b.files, roots, "model_b")
+        return pair
+
+    async def _report_for_pair(ctx: Context, model_a: str, model_b: str, roots: list[Path],
+                               top_k: int = 20, spectrum: str = "exact", any_options: bool = False) -> ComparisonReport:
+        from modeldelta_mcp.engine import EngineOptions
+
+        state = _state(ctx)
+        pair = await _resolve(model_a, model_b, roots)
+        options = EngineOptions(top_k=top_k, spectrum=spectrum)  # type: ignore[arg-type]
+        report_id = pair.report_id(options)
+        if any_options and state.jobs.running(report_id) is None and await state.jobs.cached(report_id) is None:
+            # Reading tools accept a report of this pair made under other options (e.g. top_k=50).
+            latest = await anyio.to_thread.run_sync(state.store.latest_for_pair, pair_key(pair))
+            report = await state.jobs.cached(latest) if latest else None
+            if report is not None:
+                return report
+        await anyio.to_thread.run_sync(state.store.remember, pair, options)
+        return await state.jobs.run(report_id, _compute(pair, options, state.store.root), _sink(ctx))
+
+    async def _report_for_id(ctx: Context, report_id: str, roots: list[Path]) -> ComparisonReport:
+        from modeldelta_mcp.engine import EngineOptions
+
+        state = _state(ctx)
+        check_report_id(report_id)
+        report = await state.jobs.cached(report_id)
+        if report is not None:
+            return report
+        job = state.jobs.running(report_id)
+        if job is not None:
+            return await state.jobs.join(job, _sink(ctx))
+        ref = state.store.lookup(report_id)
+        if ref is None:
+            raise ModelDeltaError(f"report_id {report_id}: unknown here; call compare_checkpoints(model_a, model_b)")
+        pair = await _resolve(ref.model_a, ref.model_b, roots)
+        options = EngineOptions(top_k=ref.top_k, spectrum=ref.spectrum)  # type: ignore[arg-type]
+        if pair.report_id(options) != report_id:
+            raise ModelDeltaError(f"report_id {report_id}: the checkpoints changed since it was computed; "
+                                  "call compare_checkpoints again")
+        return await state.jobs.run(report_id, _compute(pair, options, state.store.root), _sink(ctx))
+
+    async def _report(ctx: Context, model_a: str | None, model_b: str | None, report_id: str | None,
+                      roots: list[Path]) -> ComparisonReport:
+        if report_id:
+            if not (model_a and model_b) or _state(ctx).store.lookup(report_id) is not None:
+                return await _report_for_id(ctx, report_id, roots)
+        if model_a and model_b:
+            return await _report_for_pair(ctx, model_a, model_b, roots, any_options=True)
+        if model_a or model_b:
+            raise ModelDeltaError("give both model_a and model_b (or a report_id)")
+        raise ModelDeltaError("give model_a and model_b, or the report_id from compare_checkpoints")
+
+    # ---- tools ------------------------------------------------------------------------------------
+
+    @_tool(server, title="Compare two checkpoints", annotations=READ_ONLY)
+    async def compare_checkpoints(
+        model_a: ModelSpec,
+        model_b: ModelSpec,
+        top_k: TopK = 20,
+        spectrum: Spectrum = "exact",
+        *,
+        ctx: Context,
+        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_compare)],
+    ) -> Annotated[CallToolResult, CompareSummary]:
+        """How was checkpoint B made from checkpoint A? Compares every tensor (relative change, cosine,
+        sparsity, exact singular-value spectrum) and diagnoses the method: fine-tune, LoRA merge, precision
+        change, quantization round-trip, pruning, noise, frozen layers, resized vocabulary, unrelated models.
+
+        Returns a compact summary: report_id, profile tag, method, findings with evidence, totals and the
+        10 most changed modules. Cost: reads both checkpoints once (seconds for small models, minutes for
+        7B on CPU) and sends progress notifications; the result is stored, so a repeated call or any other
+        tool on the same pair answers instantly. If the call times out, call it again with the same
+        arguments: it joins the comparison already running. Next: get_diagnosis (full evidence),
+        top_changed_modules (per-tensor detail), layer_profile (per-layer heatmap), or read report_uri.
+        """
+        with _tool_errors():
+            report = await _report_for_pair(ctx, model_a, model_b, _roots(_state(ctx), client_roots),
+                                            top_k=top_k, spectrum=spectrum)
+            answer = answers.summary(report)
+            return _result(answer, answers.summary_text(answer))
+
+    @_tool(server, title="Diagnosis of a comparison", annotations=READ_ONLY)
+    async def get_diagnosis(
+        model_a: OptionalSpec = None,
+        model_b: OptionalSpec = None,
+        report_id: ReportId = None,
+        *,
+        ctx: Context,
+        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pair)],
+    ) -> Annotated[CallToolResult, DiagnosisAnswer]:
+        """The verdict on how B was made from A: profile tag (identical/surgical/standard/heavy/extreme),
+        the method code (e.g. lora_merge, full_finetune, precision_change), a one-paragraph summary and every
+        finding with its evidence. Give the report_id from compare_checkpoints, or the same model_a/model_b.
+        Cheap when the pair was already compared (answers from the store); otherwise it runs the comparison
+        first, like compare_checkpoints. Next: top_changed_modules or layer_profile to check the evidence.
+        """
+        with _tool_errors():
+            report = await _report(ctx, model_a, model_b, report_id, _roots(_state(ctx), client_roots))
+            answer = answers.diagnosis(report)
+            return _result(answer, answers.diagnosis_text(answer))
+
+    @_tool(server, title="Most changed modules", annotations=READ_ONLY)
+    async def top_changed_modules(
+        model_a: OptionalSpec = None,
+        model_b: OptionalSpec = None,
+        report_id: ReportId = None,
+        n: TopN = 20,
+        sort_by: SortBy = "frob_norm_relative",
+        role: RoleFilter = None,
+        include_forensics: Annotated[bool, Field(
+            description="Also return each module's fingerprint counters (about 2 KB per module).")] = False,
+        *,
+        ctx: Context,
+        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pair)],
+    ) -> Annotated[CallToolResult, TopModulesAnswer]:
+        """Which tensors changed most: the top n modules ranked by a metric, each with every metric of the
+        report (relative change, cosine, sparsity, effective/stable rank, top singular values, dtypes,
+        shapes; about 1 KB per module). Filter by role (attn_q, attn_o, mlp_down, embed, norm, ...). Give the
+        report_id from compare_checkpoints, or the same model_a/model_b. Cheap when the pair was already compared.
+        """
+        with _tool_errors():
+            report = await _report(ctx, model_a, model_b, report_id, _roots(_state(ctx), client_roots))
+            answer = answers.top_modules(report, n, sort_by, role, include_forensics)
+            return _result(answer, answers.top_modules_text(answer))
+
+    @_tool(server, title="Per-layer change profile", annotations=READ_ONLY)
+    async def layer_profile(
+        model_a: OptionalSpec = None,
+        model_b: OptionalSpec = None,
+        report_id: ReportId = None,
+        *,
+        ctx: Context,
+        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pair)],
+    ) -> Annotated[CallToolResult, LayerProfileAnswer]:
+        """Where in depth the change sits: for every layer and role (attn_q, attn_o, mlp_up, ...), the relative
+        change, cosine similarity, effective rank and top-k energy concentration of its weight delta (heatmap
+        data; frozen layers show 0). Give the report_id from compare_checkpoints, or the same model_a/model_b.
+        Cheap when the pair was already compared.
+        """
+        with _tool_errors():
+            report = await _report(ctx, model_a, model_b, report_id, _roots(_state(ctx), client_roots))
+            answer = answers.layer_profile(report)
+            return _result(answer, answers.layer_profile_text(answer))
+
+    @_tool(server, title="Inspect one checkpoint", annotations=READ_ONLY)
+    async def inspect_checkpoint(
+        model: ModelSpec,
+        *,
+        ctx: Context,
+        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_model)],
+    ) -> Annotated[CallToolResult, InspectAnswer]:
+        """What one checkpoint holds, from its file headers only (no tensor data read, always cheap for local
+        files): architecture, weight files, tensor and parameter counts, dtypes, layers, tensors per role and
+        the largest tensors. Use it to check a path or repo id before compare_checkpoints.
+        """
+        from modeldelta_mcp.inspect import describe
+        from modeldelta_mcp.sources import resolve
+
+        with _tool_errors():
+            roots = _roots(_state(ctx), client_roots)
+            check_spec(model, roots, "model")
+            ckpt = await anyio.to_thread.run_sync(resolve, model, abandon_on_cancel=True)
+            check_files(ckpt.root, ckpt.files, roots, "model")
+            answer = describe(ckpt)
+            return _result(answer, answers.inspect_text(answer))
+
+    # ---- resource -----------------------------------------------------------------------------------
+
+    @server.resource("modeldelta://reports/{report_id}", name="report", title="Full comparison report",
+                     mime_type="application/json")
+    async def report_resource(report_id: str, ctx: Context) -> str:
+        """The full ComparisonReport (every module, layer rows, diagnostics) as JSON (schemas/report.schema.json)."""
+        try:
+            report = await _report_for_id(ctx, report_id, _state(ctx).roots)
+        except ModelDeltaError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        return report.model_dump_json(indent=2)
+
+    return server
+
+
+Transport = Literal["stdio", "streamable-http"]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--transport", type=click.Choice(["stdio", "streamable-http"]), default="stdio", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="streamable-http only.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="streamable-http only.")
+@click.option("--allow-path", "allow_paths", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory whose checkpoints may be read (repeatable). Default: the working directory. "
+                   "The Hugging Face cache and the client's declared roots are always allowed.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Result store directory. Default: $MODELDELTA_CACHE_DIR or ~/.cache/modeldelta-mcp.")
+@click.option("--cancel-grace", type=click.FloatRange(0), default=DEFAULT_CANCEL_GRACE_S, show_default=True,
+              help="Seconds a cancelled or timed-out comparison keeps running so a repeated call can join it.")
+def main_command(transport: Transport, host: str, port: int, allow_paths: tuple[Path, ...], cache_dir: Path | None,
+                 cancel_grace: float) -> None:
+    """MCP server: compare two model checkpoints and diagnose how B was made from A."""
+    for p in allow_paths:
+        if not p.expanduser().is_dir():
+            raise click.BadParameter(f"{p}: not a directory", param_hint="--allow-path")
+    server = build_server(ServerConfig(allow_paths=list(allow_paths), cache_dir=cache_dir, cancel_grace=cancel_grace))
+    if transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=host, port=port)
+
+
+def main() -> None:
+    main_command()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The result store and its single-flight jobs, without a model: a fake compute driven step by step."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.models import (
+    CheckpointInfo,
+    Checkpoints,
+    ComparisonReport,
+    Diagnostics,
+    EngineInfo,
+    Totals,
+)
+from modeldelta_mcp.store import JobRunner, Progress, ResultStore, atomic_write_text, check_report_id
+
+RID = "0123456789abcdef"
+pytestmark = pytest.mark.timeout(120)
+
+
+def fake_report(report_id: str = RID) -> ComparisonReport:
+    info = CheckpointInfo(source="local", id="/x", files=["model.safetensors"], n_tensors=1, n_params=4,
+                          dtypes={"float32": 1})
+    return ComparisonReport(
+        report_id=report_id, model_a="/x", model_b="/y", checkpoints=Checkpoints(a=info, b=info), n_tensors=1,
+        n_skipped=0, skipped=[], modules=[], layers=[],
+        totals=Totals(total_delta_norm=0, mean_relative_change=0, mean_cosine_sim=1, mean_effective_rank=None,
+                      n_identical=1, n_changed=0),
+        diagnostics=Diagnostics(profile_tag="identical", method="identical", summary="s", findings=[]),
+        engine=EngineInfo(version="0", spectrum="exact", top_k=20, device="cpu", seconds=0, bytes_read=0),
+    )
+
+
+class Steps:
+    """A compute that reports N tensors, each released by the test (so joins and cancels are deterministic)."""
+
+    def __init__(self, n: int = 5, report_id: str = RID) -> None:
+        self.n, self.report_id = n, report_id
+        self.gate = threading.Semaphore(0)
+        self.calls = 0
+        self.stopped_at: int | None = None
+
+    def __call__(self, progress: Callable[..., None], cancel: threading.Event) -> ComparisonReport:
+        self.calls += 1
+        for i in range(self.n):
+            while not self.gate.acquire(timeout=0.01):
+                if cancel.is_set():
+                    self.stopped_at = i
+                    raise ModelDeltaError("comparison cancelled")
+            progress(i + 1, self.n, f"t{i}", i + 1, self.n)
+        return fake_report(self.report_id)
+
+    def release(self, k: int = 1) -> None:
+        for _ in range(k):
+            self.gate.release()
+
+
+# ---- ResultStore ------------------------------------------------------------------------------------
+
+
+def test_put_get_and_a_corrupt_entry_is_a_miss(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    assert store.get(RID) is None
+    store.put(fake_report())
+    assert store.get(RID) == fake_report()
+    path = tmp_path / "reports" / f"{RID}.json"
+    path.write_text(path.read_text()[:50])
+    assert store.get(RID) is None
+    path.write_text(json.dumps({"report_id": RID}))  # valid JSON, wrong shape
+    assert store.get(RID) is None
+
+
+def test_atomic_write_leaves_no_temp_file_and_keeps_the_old_content_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "d" / "x.json"
+    atomic_write_text(target, "one")
+    with pytest.raises(TypeError):
+        atomic_write_text(target, 42)  # type: ignore[arg-type]
+    assert target.read_text() == "one"
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+    assert target.stat().st_mode & 0o044, "written with mkstemp's 0600 instead of the umask's mode"
+
+
+def test_report_ids_are_validated_before_they_touch_a_path(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    for bad in ("../../etc/passwd", "0123456789ABCDEF", "abc", ""):
+        with pytest.raises(ModelDeltaError, match="report_id"):
+            store.get(bad)
+        with pytest.raises(ModelDeltaError):
+            check_report_id(bad)
+
+
+def test_the_blocking_front_door_computes_concurrent_identical_requests_once(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    steps = Steps(n=3)
+    out: list[ComparisonReport] = []
+    threads = [threading.Thread(target=lambda: out.append(store.get_or_compute(
+        RID, lambda: steps(lambda *a: None, threading.Event())))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    steps.release(3)
+    for t in threads:
+        t.join(timeout=30)
+    assert len(out) == 3 and steps.calls == 1 and store.computations == 1
+    assert store.get_or_compute(RID, lambda: pytest.fail("recomputed")) == fake_report()
+
+
+def test_the_compute_log_records_each_computation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "log"
+    monkeypatch.setenv("MODELDELTA_COMPUTE_LOG", str(log))
+    store = ResultStore(tmp_path)
+    store.get_or_compute(RID, fake_report)
+    store.get_or_compute(RID, fake_report)
+    assert [line.split()[:2] for line in log.read_text().splitlines()] == [[RID, "start"], [RID, "done"]]
+
+
+# ---- JobRunner ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    with anyio.fail_after(30):
+        while not cond():
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_identical_jobs_run_once_and_every_waiter_sees_progress(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    steps = Steps(n=4)
+    seen: dict[int, list[Progress]] = {0: [], 1: []}
+    results: list[ComparisonReport] = []
+    async with anyio.create_task_group() as tg:
+        runner = JobRunner(store, tg, cancel_grace=0)
+
+        async def waiter(k: int) -> None:
+            async def sink(p: Progress) -> None:
+                seen[k].append(p)
+
+            results.append(await runner.run(RID, steps, sink))
+
+        async with anyio.create_task_group() as calls:
+            calls.start_soon(waiter, 0)
+            calls.start_soon(waiter, 1)
+            await _until(lambda: runner.running(RID) is not None and runner.running(RID).waiters == 2)
+            steps.release(4)
+    assert steps.calls == 1 and len(results) == 2 and results[0] == results[1]
+    assert seen[0] and seen[1] and seen[0][-1].done == seen[1][-1].done == 4
+    assert store.get(RID) == fake_report()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_stops_the_job_without_grace(tmp_path: Path) -> None:
+    steps = Steps(n=5)
+    async with anyio.create_task_group() as tg:
+        runner = JobRunner(ResultStore(tmp_path), tg, cancel_grace=0)
+        with anyio.move_on_after(0.3):
+            await runner.run(RID, steps)
+        await _until(lambda: steps.stopped_at is not None)
+    assert steps.stopped_at == 0 and ResultStore(tmp_path).get(RID) is None
+
+
+@pytest.mark.anyio
+async def test_within_the_grace_a_new_request_joins_the_abandoned_job(tmp_path: Path) -> None:
+    steps = Steps(n=5)
+    async with anyio.create_task_group() as tg:
+        runner = JobRunner(ResultStore(tmp_path), tg, cancel_grace=60)
+        with anyio.move_on_after(0.2):  # the client gives up
+            await runner.run(RID, steps)
+        job = runner.running(RID)
+        assert job is not None and job.waiters == 0 and not job.cancel.is_set()
+        steps.release(2)
+        await _until(lambda: job.latest is not None and job.latest.done == 2)
+        later: list[Progress] = []
+
+        async def sink2(p: Progress) -> None:
+            later.append(p)
+
+        async with anyio.create_task_group() as again:
+            again.start_soon(lambda: runner.run(RID, Steps(), sink2))  # a different compute must not run
+            await _until(lambda: bool(later))
+            steps.release(3)
+    assert steps.calls == 1 and later[0].done == 2 and later[-1].done == 5
+
+
+@pytest.mark.anyio
+async def test_an_abandoned_job_is_cancelled_after_the_grace(tmp_path: Path) -> None:
+    steps = Steps(n=5)
+    async with anyio.create_task_group() as tg:
+        runner = JobRunner(ResultStore(tmp_path), tg, cancel_grace=0.2)
+        with anyio.move_on_after(0.1):
+            await runner.run(RID, steps)
+        await _until(lambda: steps.stopped_at is not None)
+    assert runner.running(RID) is None
+
+
+@pytest.mark.anyio
+async def test_a_failed_job_fails_every_waiter_and_the_next_call_starts_afresh(tmp_path: Path) -> None:
+    def broken(progress: Callable[..., None], cancel: threading.Event) -> ComparisonReport:
+        raise ModelDeltaError("/m/model.safetensors: not a readable safetensors file")
+
+    async with anyio.create_task_group() as tg:
+        runner = JobRunner(ResultStore(tmp_path), tg, cancel_grace=0)
+        with pytest.raises(ModelDeltaError, match="not a readable"):
+            await runner.run(RID, broken)
+        assert await runner.run(RID, lambda p, c: fake_report()) == fake_report()
