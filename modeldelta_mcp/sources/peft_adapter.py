@@ -9,7 +9,6 @@ numerical rank, σ) go to the diagnosis as `Checkpoint.extra["adapter"]`.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorRef
+from modeldelta_mcp.sources.jsonfile import read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -87,12 +87,7 @@ def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: str = "
     if base is None:
         raise SourceError(f"{path}: a PEFT adapter can only be model_b; pass its base model as model_a")
     cfg_path = path / ADAPTER_CONFIG
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"{cfg_path}: unreadable JSON ({exc.__class__.__name__})") from exc
-    if not isinstance(cfg, dict):
-        raise SourceError(f"{cfg_path}: expected a JSON object")
+    cfg = read_json_object(cfg_path)
     peft_type = str(cfg.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
         raise SourceError(f"{cfg_path}: peft_type {peft_type} is not supported (LoRA adapters only)")

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources import hub
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorRef
+from modeldelta_mcp.sources.jsonfile import read_json_object
 
 ST_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"{path}: unreadable JSON ({exc.__class__.__name__})") from exc
-    if not isinstance(data, dict):
-        raise SourceError(f"{path}: expected a JSON object")
-    return data
-
-
 def _sharded(root: Path, index_name: str) -> list[str]:
-    weight_map = _read_json(root / index_name).get("weight_map")
+    weight_map = read_json_object(root / index_name).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise SourceError(f"{root / index_name}: no weight_map")
     files = sorted(set(weight_map.values()))
@@ -71,7 +61,7 @@ def load_dir(spec: str, root: Path, source: str, revision: str | None = None) ->
     if not tensors:
         raise SourceError(f"{root}: the weight files hold no tensors")
     config_path = root / "config.json"
-    config = _read_json(config_path) if config_path.is_file() else None
+    config = read_json_object(config_path) if config_path.is_file() else None
     return Checkpoint(spec=spec, source=source, root=root, files=files, tensors=tensors,
                       revision=revision, config=config, fmt=fmt)
 
@@ -93,7 +83,7 @@ def resolve(spec: str, token: str | None = None, quiet: bool = True, base: Check
             if not tensors:
                 raise SourceError(f"{path}: the file holds no tensors")
             config_path = path.parent / "config.json"
-            config = _read_json(config_path) if config_path.is_file() else None
+            config = read_json_object(config_path) if config_path.is_file() else None
             return Checkpoint(spec=spec, source="local", root=path.parent, files=[path.name],
                               tensors=tensors, config=config, fmt=fmt)
         if (path / "adapter_config.json").is_file():
