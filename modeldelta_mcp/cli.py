@@ -75,10 +75,12 @@ def run_compare(model_a: str, model_b: str, output: str | None, top_k: int, top_
     pair = resolve_pair(model_a, model_b, token=token, quiet=quiet)
     progress = _Progress(enabled=not quiet)
 
-    def work():
-        return compare(pair, options, progress=progress)
+    store = ResultStore() if use_cache else None
 
-    report = ResultStore().get_or_compute(pair.report_id(options), work) if use_cache else work()
+    def work():
+        return compare(pair, options, progress=progress, journal_root=store.root if store is not None else None)
+
+    report = store.get_or_compute(pair.report_id(options), work) if store is not None else work()
     if output is None:
         click.echo(render_text(report, top_n=top_n))
     else:
@@ -131,7 +133,8 @@ HELP = """Compare two model checkpoints and diagnose how B was made from A.
 @click.option("--spectrum", type=click.Choice(["exact", "fast", "off"]), default="exact", show_default=True,
               help="exact: all singular values; fast: top-k estimate; off: norms only.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--memory-budget", default="256M", show_default=True, help="Working-set size for one block.")
+@click.option("--memory-budget", default=f"{DEFAULT_MEMORY_BUDGET // 1024**2}M", show_default=True,
+              help="Engine working set (delta blocks in flight and Gram matrices); peak memory ≈ this + ~250 MB.")
 @click.option("--no-cache", is_flag=True, help="Recompute even when the result store has this pair.")
 def main_command(model_a: str, model_b: str | None, output: str | None, top_k: int, top_n: int, token: str | None,
                  quiet: bool, spectrum: str, device: str, memory_budget: str, no_cache: bool) -> None:

@@ -8,6 +8,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from modeldelta_mcp import __version__
 from modeldelta_mcp.align import align
@@ -107,12 +108,28 @@ def compare(
     options: EngineOptions,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    journal_root: Path | None = None,
 ) -> ComparisonReport:
+    """`journal_root` (the store root): per-tensor results are journaled there, and a comparison
+    interrupted earlier resumes from them (engine/journal.py)."""
     t0 = time.perf_counter()
     alignment = align(pair.a, pair.b)
-    mods, bytes_read = run_engine(pair.a, pair.b, alignment.pairs, options, progress=progress, cancel=cancel)
-    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec)
-    return ComparisonReport(
+    journal = None
+    done: dict = {}
+    if journal_root is not None:
+        from modeldelta_mcp.engine.journal import Journal
+
+        journal = Journal.for_key(journal_root, pair.key(options), [p.name for p in alignment.pairs])
+        done = journal.load()
+        journal.open(done)
+    try:
+        mods, bytes_read = run_engine(pair.a, pair.b, alignment.pairs, options, progress=progress, cancel=cancel,
+                                      done=done, on_result=journal.record if journal is not None else None)
+    finally:
+        if journal is not None:
+            journal.close()
+    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.extra.get("adapter"))
+    report = ComparisonReport(
         report_id=pair.report_id(options),
         model_a=pair.a.spec,
         model_b=pair.b.spec,
@@ -129,3 +146,6 @@ def compare(
                           bytes_read=bytes_read),
         model_info={"model_a": model_info(pair.a), "model_b": model_info(pair.b)},
     )
+    if journal is not None:
+        journal.discard()  # the caller stores the report next; a crash in between recomputes from scratch
+    return report

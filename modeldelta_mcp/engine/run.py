@@ -1,4 +1,16 @@
-"""Stream every tensor pair through the accumulators, with a reader thread one block ahead."""
+"""Stream every tensor pair through the engine in three overlapped stages.
+
+- reader thread (one per core, taking tensors in turn, when no exact spectrum is computed):
+  reads CHUNK_ENTRIES pieces of A and B, upcasts them and feeds DeltaAccumulator
+  (norms, cosine, sparsity, forensic counts) while assembling float32 delta blocks; safetensors
+  handles are closed after every block, so the file pages a block touched are unmapped and stop
+  counting toward resident memory (an open mmap keeps every touched page resident).
+- calling thread: Gram products (or the fast sketch) block by block; it alone calls the progress
+  and result callbacks and watches the cancel event.
+- eigensolver thread: eigenvalues of finished Grams (same sizes batched), the float64 recomputation
+  when float32 rounding could move the metrics (spectrum.Spectrum.resolved), and the ModuleDelta.
+The eigensolves of one tensor overlap the products of the next; torch threads are set to the cores.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +25,33 @@ import torch
 
 from modeldelta_mcp.align import TensorPair
 from modeldelta_mcp.engine.accumulate import DeltaAccumulator
-from modeldelta_mcp.engine.plan import Block, plan_pair
-from modeldelta_mcp.engine.spectrum import GramAccumulator, summarize
+from modeldelta_mcp.engine.plan import PREFETCH_DEPTH, Block, PairPlan, plan_pair
+from modeldelta_mcp.engine.spectrum import GramAccumulator, SpectrumStats, eigvals_batch, spectrum_from_eigs, summarize
+from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import ModuleDelta, SpectrumMode
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorReader
 
-# Default working-set budget for one block; large tensors are cut into blocks of this size.
-DEFAULT_MEMORY_BUDGET = 256 * 1024**2
-# Blocks read ahead of the one being computed: one in flight overlaps I/O with compute.
-PREFETCH_DEPTH = 2
+# Default working set of the engine (blocks in flight + Gram matrices), see plan.py. With the ~250 MB of
+# an imported torch this keeps a whole run near 650 MB, for any model size.
+DEFAULT_MEMORY_BUDGET = 384 * 1024**2
+# Small Grams (attention k/v) queue up to this many bytes and are solved as one batch; a larger Gram
+# waits until the eigensolver is free, so at most one is solved while the next is accumulated.
+EIG_BATCH_BYTES = 8 * 1024**2
+# Torch threads of the helper stages: each is one lane; the calling thread's products use every core.
+# One thread also keeps the reader's many small elementwise ops off OpenMP barriers, which stall for a
+# scheduler time slice when the machine is busy.
+HELPER_THREADS = 1
+# Reader threads at most (spectrum fast/off only; exact keeps one, the cores go to products and solves).
+MAX_READERS = 2
+# Formats read through an mmap, whose handles are closed after each block (see the module docstring).
+MMAP_FORMATS = {"safetensors"}
+
+# Busy seconds per stage of the last run (reader, gram, eig) and tensors recomputed in float64: read by the
+# benchmarks and tests to see where time goes; never part of a report.
+LAST_RUN_STATS: dict[str, float] = {}
 
 ProgressFn = Callable[[int, int, str, int, int], None]  # done, total, name, bytes_done, bytes_total
+ResultFn = Callable[[int, ModuleDelta], None]  # index in `pairs`, its result (e.g. a resume journal)
 
 
 @dataclass(frozen=True)
@@ -38,16 +66,200 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from modeldelta_mcp.errors import ModelDeltaError
-
         raise ModelDeltaError("--device cuda: no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ModelDeltaError(f"--device {name}: unknown device, use auto, cpu or cuda")
     return torch.device(name)
 
 
-def _read_block(reader: TensorReader, name: str, block: Block) -> torch.Tensor:
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Readers:
+    """Readers of A and B opened on demand; release() unmaps what the last block touched."""
+
+    def __init__(self, a: Checkpoint, b: Checkpoint) -> None:
+        self._ckpts = (a, b)
+        self._open: list[TensorReader | None] = [None, None]
+
+    def get(self, side: int) -> TensorReader:
+        r = self._open[side]
+        if r is None:
+            r = self._ckpts[side].open()
+            self._open[side] = r
+        return r
+
+    def release(self) -> None:
+        for side, ckpt in enumerate(self._ckpts):
+            r = self._open[side]
+            if r is not None and ckpt.fmt in MMAP_FORMATS:
+                r.close()
+                self._open[side] = None
+
+    def close(self) -> None:
+        for r in self._open:
+            if r is not None:
+                r.close()
+        self._open = [None, None]
+
+
+def _read(reader: TensorReader, name: str, piece: Block) -> torch.Tensor:
+    if piece.axis == 1:
+        return reader.cols(name, piece.start, piece.stop)
+    return reader.rows(name, piece.start, piece.stop)
+
+
+def plain_delta(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+    """B − A in float32 with NaN/Inf entries zeroed, as DeltaAccumulator.add returns it."""
+    a, b = ta.float(), tb.float()
+    d = b - a
+    bad = ~(torch.isfinite(a) & torch.isfinite(b))
+    if bool(bad.any()):
+        d[bad] = 0.0
+    return d
+
+
+def read_delta_block(readers: _Readers, pair: TensorPair, plan: PairPlan, block: Block,
+                     acc: DeltaAccumulator | None) -> torch.Tensor:
+    """The float32 delta of one block, read and upcast chunk by chunk (statistics into `acc` if given)."""
+    ra, rb = readers.get(0), readers.get(1)
+    pieces = plan.chunks(block)
     if block.axis == 1:
-        return reader.cols(name, block.start, block.stop)
-    return reader.rows(name, block.start, block.stop)
+        return _read_column_block(readers, pair, plan, block, acc, pieces)
+    out: torch.Tensor | None = None
+    for piece in pieces:
+        d = _delta(acc, _read(ra, pair.a.name, piece), _read(rb, pair.b.name, piece), True)
+        d = d.reshape(piece.stop - piece.start, -1)
+        if len(pieces) == 1:
+            return d
+        if out is None:
+            out = torch.empty((block.stop - block.start, d.shape[1]), dtype=torch.float32)
+        out[piece.start - block.start : piece.stop - block.start] = d
+    assert out is not None
+    return out
+
+
+def _read_column_block(readers: _Readers, pair: TensorPair, plan: PairPlan, block: Block,
+                       acc: DeltaAccumulator | None, pieces: list[Block]) -> torch.Tensor:
+    """A column block, read in row tiles and unmapped after each (see SafetensorsReader.tile)."""
+    cols = (block.start, block.stop)
+    out = torch.empty((plan.rows, block.stop - block.start), dtype=torch.float32)
+    whole: tuple[torch.Tensor, torch.Tensor] | None = None
+    for piece in pieces:
+        ra, rb = readers.get(0), readers.get(1)
+        rows = (piece.start, piece.stop)
+        tile_a, tile_b = getattr(ra, "tile", None), getattr(rb, "tile", None)
+        if tile_a is not None and tile_b is not None:
+            ta, tb = tile_a(pair.a.name, rows, cols), tile_b(pair.b.name, rows, cols)
+        else:  # a reader without tiles: read the column block once
+            if whole is None:
+                whole = (ra.cols(pair.a.name, *cols), rb.cols(pair.b.name, *cols))
+            ta, tb = whole[0][rows[0] : rows[1]], whole[1][rows[0] : rows[1]]
+        out[rows[0] : rows[1]] = _delta(acc, ta, tb, False).reshape(rows[1] - rows[0], -1)
+        readers.release()
+    return out
+
+
+def _delta(acc: DeltaAccumulator | None, ta: torch.Tensor, tb: torch.Tensor, whole_rows: bool) -> torch.Tensor:
+    return acc.add(ta, tb, whole_rows=whole_rows) if acc is not None else plain_delta(ta, tb)
+
+
+@dataclass
+class _EigJob:
+    index: int
+    pair: TensorPair
+    plan: PairPlan
+    acc: DeltaAccumulator
+    gram: GramAccumulator
+
+    @property
+    def nbytes(self) -> int:
+        return self.gram.nbytes
+
+
+class _EigStage:
+    """One thread that solves finished Grams and hands ModuleDeltas back through `results`."""
+
+    def __init__(self, a: Checkpoint, b: Checkpoint, options: EngineOptions, device: torch.device,
+                 results: queue.SimpleQueue) -> None:
+        self._ckpts = (a, b)
+        self._options = options
+        self._device = device
+        self._results = results
+        self._cond = threading.Condition()
+        self._jobs: list[_EigJob] = []
+        self._in_flight = 0  # bytes of Grams queued or being solved
+        self._stop = False
+        self.refined = 0  # tensors recomputed in float64 (tests and benchmarks read it)
+        self.busy = 0.0
+        self._thread = threading.Thread(target=self._run, name="modeldelta-eig", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _EigJob, cancel: threading.Event | None) -> None:
+        with self._cond:
+            cap = max(job.nbytes, EIG_BATCH_BYTES)
+            while self._in_flight and self._in_flight + job.nbytes > cap and not self._stop:
+                self._cond.wait(0.1)
+                if cancel is not None and cancel.is_set():
+                    return
+            self._jobs.append(job)
+            self._in_flight += job.nbytes
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        torch.set_num_threads(HELPER_THREADS)
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                jobs, self._jobs = self._jobs, []
+            t0 = time.perf_counter()
+            try:
+                self._solve(jobs)
+            except BaseException as exc:  # hand the error to the calling thread
+                self._results.put(exc)
+            self.busy += time.perf_counter() - t0
+            with self._cond:
+                self._in_flight -= sum(j.nbytes for j in jobs)
+                self._cond.notify_all()
+
+    def _solve(self, jobs: list[_EigJob]) -> None:
+        finished = [j.gram.finish() for j in jobs]
+        evals = eigvals_batch([g for g, _ in finished])
+        for job, (g, trace), ev in zip(jobs, finished, evals, strict=True):
+            spec = spectrum_from_eigs(ev, trace, g.dtype)
+            sigma = spec.sigma if spec.resolved else self._refine(job)
+            stats = summarize(sigma, self._options.top_k)
+            # forensic rank floor: the eigensolver resolves σ only down to its own rounding floor
+            job.acc.note_spectrum(sigma, job.plan.rows, job.plan.cols,
+                                  gram_dtype=g.dtype if spec.resolved else torch.float64)
+            self._results.put((job.index, build_module(job.pair, job.acc, True, stats, self._options)))
+
+    def _refine(self, job: _EigJob) -> torch.Tensor:
+        """Recompute the Gram in float64 from a second read of the tensor (rare: near rank-deficient Δ)."""
+        self.refined += 1
+        plan = job.plan
+        gram = GramAccumulator(plan.gram_size, plan.gram_of_rows, self._device, "float64")
+        readers = _Readers(*self._ckpts)
+        try:
+            for block in plan.blocks:
+                gram.add(read_delta_block(readers, job.pair, plan, block, None))
+                readers.release()
+        finally:
+            readers.close()
+        return gram.singular_values()
 
 
 class _Cancelled(Exception):
@@ -61,89 +273,163 @@ def run_engine(
     options: EngineOptions,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    done: dict[int, ModuleDelta] | None = None,
+    on_result: ResultFn | None = None,
 ) -> tuple[list[ModuleDelta], int]:
-    """Compute a ModuleDelta for every pair; return them and the bytes read."""
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    device = pick_device(options.device)
-    plans = [plan_pair(p, options.memory_budget) for p in pairs]
-    total_bytes = sum(p.nbytes for p in pairs)
-    q: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH)
-    stop = threading.Event()
+    """Compute a ModuleDelta for every pair; return them and the bytes read.
 
-    def produce() -> None:
-        ra, rb = a.open(), b.open()
+    `done` holds results already known (a resumed run: those pairs are not read again); `on_result`
+    is called in the calling thread for each new result, in completion order.
+    """
+    torch.set_num_threads(available_cores())
+    device = pick_device(options.device)
+    known: dict[int, ModuleDelta] = dict(done or {})
+    todo = [i for i in range(len(pairs)) if i not in known]
+    spectral_wanted = options.spectrum != "off"
+    # Without exact spectra the reader's per-entry statistics are the whole cost: one reader per core,
+    # taking tensors in turn, each with its share of the budget.
+    lanes = 1 if options.spectrum == "exact" else max(1, min(available_cores(), MAX_READERS))
+    plans = {i: plan_pair(pairs[i], options.memory_budget // lanes, spectral_wanted) for i in todo}
+    lane_of = {i: n % lanes for n, i in enumerate(todo)}
+    total_bytes = sum(p.nbytes for p in pairs)
+    bytes_done = sum(pairs[i].nbytes for i in known)
+    bytes_read = 0
+    queues: list[queue.Queue] = [queue.Queue(maxsize=PREFETCH_DEPTH) for _ in range(lanes)]
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    busy = {"reader": 0.0, "gram": 0.0, "eig": 0.0, "refined": 0.0, "wait_eig": 0.0}
+
+    def put(q: queue.Queue, item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce(lane: int) -> None:
+        torch.set_num_threads(HELPER_THREADS)
+        readers = _Readers(a, b)
+        q = queues[lane]
         try:
-            for i, (pair, plan) in enumerate(zip(pairs, plans)):
-                for block in plan.blocks:
+            for i in todo[lane::lanes]:
+                pair, plan = pairs[i], plans[i]
+                acc = DeltaAccumulator()
+                for n, block in enumerate(plan.blocks):
                     if stop.is_set():
                         return
-                    item = (i, _read_block(ra, pair.a.name, block), _read_block(rb, pair.b.name, block))
-                    q.put(item)
-            q.put(None)
-        except BaseException as exc:  # hand the error to the consumer thread
-            q.put(exc)
+                    t0 = time.perf_counter()
+                    d = read_delta_block(readers, pair, plan, block, acc)
+                    readers.release()
+                    busy["reader"] += time.perf_counter() - t0
+                    if not put(q, (i, d, acc if n == len(plan.blocks) - 1 else None)):
+                        return
+            put(q, None)
+        except BaseException as exc:  # hand the error to the calling thread
+            put(q, exc)
         finally:
-            ra.close()
-            rb.close()
+            readers.close()
 
-    reader = threading.Thread(target=produce, name="modeldelta-prefetch", daemon=True)
-    reader.start()
-    results: list[ModuleDelta] = []
-    bytes_done = 0
+    eig = _EigStage(a, b, options, device, results)
+    readers_threads = [threading.Thread(target=produce, args=(k,), name=f"modeldelta-reader-{k}", daemon=True)
+                       for k in range(lanes)]
+    for t in readers_threads:
+        t.start()
+    finished = len(known)
+
+    def collect(block: bool) -> None:
+        nonlocal finished, bytes_done
+        while True:
+            try:
+                item = results.get(timeout=0.1) if block else results.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            idx, module = item
+            known[idx] = module
+            finished += 1
+            bytes_done += pairs[idx].nbytes
+            if on_result is not None:
+                on_result(idx, module)
+            if progress is not None:
+                progress(finished, len(pairs), pairs[idx].name, bytes_done, total_bytes)
+            if block:
+                return
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
+
     try:
-        for i, (pair, plan) in enumerate(zip(pairs, plans)):
-            acc = DeltaAccumulator()
-            gram = (
-                GramAccumulator(plan.gram_size, plan.gram_of_rows, device)
-                if plan.spectral and options.spectrum != "off"
-                else None
-            )
-            fast = None
-            if gram is not None and options.spectrum == "fast":
+        for i in todo:
+            pair, plan = pairs[i], plans[i]
+            spectral = plan.spectral and spectral_wanted
+            gram = fast = None
+            if spectral and options.spectrum == "fast":
                 from modeldelta_mcp.engine.fast_spectrum import FastSpectrum
 
                 fast = FastSpectrum.maybe(plan, options.top_k, device)
-                if fast is not None:
-                    gram = None
+            if spectral and fast is None:
+                gram = GramAccumulator(plan.gram_size, plan.gram_of_rows, device, plan.precision)
+            acc: DeltaAccumulator | None = None
             for _ in plan.blocks:
-                if cancel is not None and cancel.is_set():
-                    raise _Cancelled
-                item = q.get()
+                check_cancel()
+                collect(block=False)
+                while True:
+                    try:
+                        item = queues[lane_of[i]].get(timeout=0.1)
+                        break
+                    except queue.Empty:
+                        check_cancel()
+                        collect(block=False)
                 if isinstance(item, BaseException):
                     raise item
-                idx, ta, tb = item
+                idx, d, acc = item
                 assert idx == i
-                d = acc.add(ta, tb)
+                t0 = time.perf_counter()
                 if gram is not None:
                     gram.add(d)
                 elif fast is not None:
                     fast.add(d)
-                del ta, tb, d
-            stats = None
+                busy["gram"] += time.perf_counter() - t0
+                del d
+            assert acc is not None
+            bytes_read += pair.nbytes
             if gram is not None and not acc.identical:
-                stats = summarize(gram.singular_values(), options.top_k)
-            elif fast is not None and not acc.identical:
-                stats = fast.finish()
-            results.append(_module(pair, acc, plan.spectral and options.spectrum != "off", stats, options))
-            bytes_done += pair.nbytes
-            if progress is not None:
-                progress(i + 1, len(pairs), pair.name, bytes_done, total_bytes)
+                t0 = time.perf_counter()
+                eig.submit(_EigJob(i, pair, plan, acc, gram), cancel)
+                busy["wait_eig"] += time.perf_counter() - t0
+                continue
+            stats: SpectrumStats | None = None
+            if fast is not None and not acc.identical:
+                stats = fast.finish(acc.sum_d2)
+            results.put((i, build_module(pair, acc, spectral, stats, options)))
+            collect(block=False)
+        while finished < len(pairs):
+            check_cancel()
+            collect(block=True)
     except _Cancelled:
-        from modeldelta_mcp.errors import ModelDeltaError
-
         raise ModelDeltaError("comparison cancelled") from None
     finally:
         stop.set()
-        while reader.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        reader.join()
-    return results, bytes_done
+        eig.close()
+        busy.update(eig=eig.busy, refined=float(eig.refined))
+        LAST_RUN_STATS.clear()
+        LAST_RUN_STATS.update(busy)
+        for t, q in zip(readers_threads, queues, strict=True):
+            while t.is_alive():
+                try:
+                    q.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            t.join()
+    return [known[i] for i in range(len(pairs))], bytes_read
 
 
-def _module(pair: TensorPair, acc: DeltaAccumulator, spectral: bool, stats, options: EngineOptions) -> ModuleDelta:
+def build_module(pair: TensorPair, acc: DeltaAccumulator, spectral: bool, stats: SpectrumStats | None,
+                 options: EngineOptions) -> ModuleDelta:
     fields: dict = dict(
         name=pair.name,
         role=pair.role,

@@ -81,6 +81,12 @@ class SafetensorsReader:
     def cols(self, name: str, start: int, stop: int) -> torch.Tensor:
         return self._guard(name, lambda: self._slice(name)[:, start:stop])
 
+    def tile(self, name: str, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+        """Rows × columns of a 2-D tensor. The engine reads column blocks tile by tile: a whole-height
+        column slice faults in one page per row, and the kernel's fault-around maps the neighbouring
+        pages too, so it would make the whole tensor resident."""
+        return self._guard(name, lambda: self._slice(name)[rows[0]:rows[1], cols[0]:cols[1]])
+
     def full(self, name: str) -> torch.Tensor:
         return self._guard(name, lambda: self._slice(name)[:])
 
