@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from modeldelta_mcp.engine.forensics import Forensics
+from modeldelta_mcp.engine.forensics import Chunk, Forensics
 
 # The seed's definition: an entry counts as unchanged when |ΔW| < 1e-5.
 SPARSITY_EPS = 1e-5
@@ -34,14 +35,17 @@ class DeltaAccumulator:
     forensic: Forensics = field(default_factory=Forensics)
 
     def add(self, a: torch.Tensor, b: torch.Tensor, whole_rows: bool = True) -> torch.Tensor:
-        """Add a chunk (any float dtype, same shape); return the float32 delta of the chunk.
+        """Add a chunk (stored dtypes, same shape); return the float32 delta of the chunk.
 
         `whole_rows` is False when the chunk is a column block (a row-wise test cannot run on it).
+        Sums are float64; counts and comparisons run in numpy, whose vectorized compares and boolean
+        counts are 3-10x faster than torch's on CPU (measured per 256K-entry chunk, docs/engine.md).
         """
-        stored_b = b.dtype
-        a = a.float()
-        b = b.float()
-        a64, b64 = a.double().reshape(-1), b.double().reshape(-1)
+        raw_a, raw_b = a, b
+        a = a.float().contiguous()
+        b = b.float().contiguous()
+        # float64 straight from the stored dtype: exact, and one conversion pass instead of two
+        a64, b64 = raw_a.double().reshape(-1), raw_b.double().reshape(-1)
         sa2, sb2 = float(torch.dot(a64, a64)), float(torch.dot(b64, b64))
         if not math.isfinite(sa2 + sb2):  # squares of float32 never overflow float64: a NaN/Inf is present
             finite = torch.isfinite(a) & torch.isfinite(b)
@@ -52,18 +56,27 @@ class DeltaAccumulator:
             a64, b64 = a.double().reshape(-1), b.double().reshape(-1)
             sa2, sb2 = float(torch.dot(a64, a64)), float(torch.dot(b64, b64))
         d = b - a
-        d64 = b64 - a64
+        # ΔW in float64 from the float32 difference: exact for bf16/fp16 sources (their difference fits
+        # float32's significand), within 2^-24 per entry for float32 ones (the seed's own precision).
+        d64 = d.double().reshape(-1)
         self.numel += a.numel()
         self.sum_a2 += sa2
         self.sum_b2 += sb2
-        self.sum_ab += float(torch.dot(a64, b64))
-        self.sum_d2 += float(torch.dot(d64, d64))
-        self.n_small += int(torch.count_nonzero(d.abs() < SPARSITY_EPS))
-        self.n_zero_delta += d.numel() - int(torch.count_nonzero(d))
-        if d.numel():
-            lo, hi = torch.aminmax(d)
-            self.max_abs_delta = max(self.max_abs_delta, abs(float(lo)), abs(float(hi)))
-        self.forensic.update(a, b, d, stored_b, whole_rows, (float(a64.sum()), float(b64.sum())))
+        sd2 = float(torch.dot(d64, d64))
+        self.sum_d2 += sd2
+        # 2·a·b = a² + b² − (b − a)²: one dot fewer; the rounding is ~1e-16 of ‖A‖² (cosine error ~1e-16)
+        self.sum_ab += 0.5 * (sa2 + sb2 - sd2)
+        dn = d.reshape(-1).numpy()
+        ad = np.abs(dn)
+        # float32 compare, as the seed's float32 `|ΔW| < 1e-5`
+        self.n_small += int(np.count_nonzero(ad < np.float32(SPARSITY_EPS)))
+        changed = dn != 0
+        nnz = int(np.count_nonzero(changed))
+        self.n_zero_delta += dn.size - nnz
+        if dn.size:
+            self.max_abs_delta = max(self.max_abs_delta, float(ad.max()))
+        self.forensic.update(Chunk(a, b, d, raw_a.dtype, raw_b.dtype, changed, nnz,
+                                   (float(a64.sum()), float(b64.sum())), raw_a, raw_b), whole_rows)
         return d
 
     def note_spectrum(self, sigma: torch.Tensor, rows: int, cols: int,

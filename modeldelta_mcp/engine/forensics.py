@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 # Unit roundoff u (half an ULP, relative) of the formats B may be stored in or cast to.
@@ -58,6 +60,26 @@ def ulp(x: torch.Tensor, bits: int, min_exp: int) -> torch.Tensor:
     _, exp = torch.frexp(x)  # x = m·2^exp, 0.5 <= |m| < 1
     e = torch.clamp(exp - bits, min=min_exp).to(torch.float32)
     return torch.exp2(e)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a tensor pair as the accumulator sees it (see DeltaAccumulator.add)."""
+
+    a: torch.Tensor  # float32, NaN/Inf zeroed
+    b: torch.Tensor
+    d: torch.Tensor  # b - a, float32
+    stored_a: torch.dtype
+    stored_b: torch.dtype
+    changed: np.ndarray  # d != 0, flat
+    nnz: int
+    sums: tuple[float, float]  # float64 sums of a and b
+    raw_a: torch.Tensor  # as read, in the stored dtype
+    raw_b: torch.Tensor
+
+
+def _raw_bytes(t: torch.Tensor) -> np.ndarray:
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def _on_grid(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -147,27 +169,29 @@ class Forensics:
         self.sampled = True  # False once a chunk did not hold whole rows
         self.spectrum: dict[str, float] = {}
 
-    def update(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, stored_b: torch.dtype,
-               whole_rows: bool, sums: tuple[float, float]) -> None:
+    def update(self, c: Chunk, whole_rows: bool) -> None:
+        a, b, d = c.a, c.b, c.d
         n = d.numel()
+        nnz = c.nnz
         self.numel += n
-        self.b_dtype = str(stored_b).removeprefix("torch.")
-        self.sum_a += sums[0]
-        self.sum_b += sums[1]
-        self.crc_a = zlib.crc32(a.contiguous().numpy(), self.crc_a)
-        self.crc_b = zlib.crc32(b.contiguous().numpy(), self.crc_b)
-        nnz = int(torch.count_nonzero(d))
+        self.b_dtype = str(c.stored_b).removeprefix("torch.")
+        self.sum_a += c.sums[0]
+        self.sum_b += c.sums[1]
+        # CRC of the stored bytes: half the bytes of a float32 view for bf16/fp16 files, and a copy
+        # is bit-identical in its stored dtype (the fingerprint includes the size and the norm).
+        self.crc_a = zlib.crc32(_raw_bytes(c.raw_a), self.crc_a)
+        self.crc_b = zlib.crc32(_raw_bytes(c.raw_b), self.crc_b)
         self.n_nonzero_delta += nnz
-        n_zero_b = n - int(torch.count_nonzero(b))
+        n_zero_b = n - int(np.count_nonzero(b.reshape(-1).numpy() != 0))
         self.n_zero_b += n_zero_b
         if n_zero_b:
             pruned = (b == 0) & (a != 0)
             self.n_pruned += int(pruned.sum())
             pa = a[pruned].double()
             self.sum_a2_pruned += float(torch.dot(pa, pa))
-        self._grids(a, b, d, nnz)
+        self._grids(a, b, d, nnz, c.stored_a)
         if 0 < nnz < n and d.dim() == 2 and d.shape[1] > 1:
-            self._pattern(d)
+            self._pattern(c.changed.reshape(d.shape))
         elif nnz:
             rows, cols = (d.shape[0], d.shape[1]) if d.dim() == 2 else (1, n)
             self.active_rows += rows
@@ -180,7 +204,7 @@ class Forensics:
         elif not whole_rows:
             self.sampled = False
 
-    def _grids(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, nnz: int) -> None:
+    def _grids(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, nnz: int, stored_a: torch.dtype) -> None:
         """Is B on a float format's grid, and is every change a rounding of A to a neighbour there?"""
         flat_b = b.reshape(-1)
         for name, (dtype, bits, min_exp) in FORMATS.items():
@@ -190,24 +214,23 @@ class Forensics:
             if not stored and (not _all_on_grid(flat_b[:GRID_PROBE], dtype) or not _all_on_grid(b, dtype)):
                 self.on_grid[name] = False
                 continue
-            if not nnz or _all_on_grid(a, dtype):  # A already on the grid: no change can be a rounding of it
+            # A already on the grid (stored in the format, or tested): no change can be a rounding of it
+            if not nnz or stored_a == dtype or _all_on_grid(a, dtype):
                 continue
             off = ~_on_grid(a, dtype)  # A had more precision than the format there
             changed = off & (d != 0)
             ac, dc = a[changed], d[changed]
             self.n_rounded[name] += int((dc.abs() <= ulp(ac, bits, min_exp)).sum())
 
-    def _pattern(self, d: torch.Tensor) -> None:
+    def _pattern(self, changed: np.ndarray) -> None:
         """Zero pattern inside rows that changed: i.i.d. drops (DARE) give P(00) = P(0)²."""
-        nz = d != 0
-        # count_nonzero/amax: torch's any()/sum() on booleans take 3-4x longer on CPU
-        n_active = int(torch.count_nonzero(nz.amax(dim=1)))
-        cols = d.shape[1]
+        n_active = int(np.count_nonzero(changed.any(axis=1)))
+        cols = changed.shape[1]
         self.active_rows += n_active
         self.active_entries += n_active * cols
-        z = ~nz
-        pairs = int(torch.count_nonzero(z[:, 1:] & z[:, :-1]))
-        inactive = d.shape[0] - n_active
+        z = ~changed
+        pairs = int(np.count_nonzero(z[:, 1:] & z[:, :-1]))
+        inactive = changed.shape[0] - n_active
         self.zero_pairs_active += pairs - inactive * (cols - 1)
         self.pairs_active += n_active * (cols - 1)
 

@@ -25,6 +25,7 @@ import torch
 
 from modeldelta_mcp.align import TensorPair
 from modeldelta_mcp.engine.accumulate import DeltaAccumulator
+from modeldelta_mcp.engine.fast_spectrum import FastSpectrum
 from modeldelta_mcp.engine.plan import PREFETCH_DEPTH, Block, PairPlan, plan_pair
 from modeldelta_mcp.engine.spectrum import GramAccumulator, SpectrumStats, eigvals_batch, spectrum_from_eigs, summarize
 from modeldelta_mcp.errors import ModelDeltaError
@@ -290,30 +291,36 @@ def run_engine(
     # taking tensors in turn, each with its share of the budget.
     lanes = 1 if options.spectrum == "exact" else max(1, min(available_cores(), MAX_READERS))
     plans = {i: plan_pair(pairs[i], options.memory_budget // lanes, spectral_wanted) for i in todo}
-    lane_of = {i: n % lanes for n, i in enumerate(todo)}
     total_bytes = sum(p.nbytes for p in pairs)
     bytes_done = sum(pairs[i].nbytes for i in known)
     bytes_read = 0
-    queues: list[queue.Queue] = [queue.Queue(maxsize=PREFETCH_DEPTH) for _ in range(lanes)]
+    # One queue for every lane: the calling thread takes blocks in whatever order they are ready, so a
+    # lane busy with one large tensor (the embedding) does not hold the others up.
+    ready: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH * lanes)
     results: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
     busy = {"reader": 0.0, "gram": 0.0, "eig": 0.0, "refined": 0.0, "wait_eig": 0.0}
+    next_todo = iter(todo)  # lanes take the next tensor when free (balances unequal tensor sizes)
+    take_lock = threading.Lock()
 
-    def put(q: queue.Queue, item: object) -> bool:
+    def put(item: object) -> bool:
         while not stop.is_set():
             try:
-                q.put(item, timeout=0.1)
+                ready.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce(lane: int) -> None:
+    def produce() -> None:
         torch.set_num_threads(HELPER_THREADS)
         readers = _Readers(a, b)
-        q = queues[lane]
         try:
-            for i in todo[lane::lanes]:
+            while True:
+                with take_lock:
+                    i = next(next_todo, None)
+                if i is None:
+                    break
                 pair, plan = pairs[i], plans[i]
                 acc = DeltaAccumulator()
                 for n, block in enumerate(plan.blocks):
@@ -323,16 +330,15 @@ def run_engine(
                     d = read_delta_block(readers, pair, plan, block, acc)
                     readers.release()
                     busy["reader"] += time.perf_counter() - t0
-                    if not put(q, (i, d, acc if n == len(plan.blocks) - 1 else None)):
+                    if not put((i, d, acc if n == len(plan.blocks) - 1 else None)):
                         return
-            put(q, None)
         except BaseException as exc:  # hand the error to the calling thread
-            put(q, exc)
+            put(exc)
         finally:
             readers.close()
 
     eig = _EigStage(a, b, options, device, results)
-    readers_threads = [threading.Thread(target=produce, args=(k,), name=f"modeldelta-reader-{k}", daemon=True)
+    readers_threads = [threading.Thread(target=produce, name=f"modeldelta-reader-{k}", daemon=True)
                        for k in range(lanes)]
     for t in readers_threads:
         t.start()
@@ -362,50 +368,59 @@ def run_engine(
         if cancel is not None and cancel.is_set():
             raise _Cancelled
 
-    try:
-        for i in todo:
-            pair, plan = pairs[i], plans[i]
-            spectral = plan.spectral and spectral_wanted
-            gram = fast = None
-            if spectral and options.spectrum == "fast":
-                from modeldelta_mcp.engine.fast_spectrum import FastSpectrum
+    def start(i: int) -> tuple[GramAccumulator | None, FastSpectrum | None]:
+        """The spectrum accumulator of tensor i: a Gram (exact), a sketch (fast), or none."""
+        plan = plans[i]
+        if not (plan.spectral and spectral_wanted):
+            return None, None
+        if options.spectrum == "fast":
+            fast = FastSpectrum.maybe(plan, options.top_k, device)
+            if fast is not None:
+                return None, fast
+        return GramAccumulator(plan.gram_size, plan.gram_of_rows, device, plan.precision), None
 
-                fast = FastSpectrum.maybe(plan, options.top_k, device)
-            if spectral and fast is None:
-                gram = GramAccumulator(plan.gram_size, plan.gram_of_rows, device, plan.precision)
-            acc: DeltaAccumulator | None = None
-            for _ in plan.blocks:
-                check_cancel()
-                collect(block=False)
-                while True:
-                    try:
-                        item = queues[lane_of[i]].get(timeout=0.1)
-                        break
-                    except queue.Empty:
-                        check_cancel()
-                        collect(block=False)
-                if isinstance(item, BaseException):
-                    raise item
-                idx, d, acc = item
-                assert idx == i
-                t0 = time.perf_counter()
-                if gram is not None:
-                    gram.add(d)
-                elif fast is not None:
-                    fast.add(d)
-                busy["gram"] += time.perf_counter() - t0
-                del d
-            assert acc is not None
-            bytes_read += pair.nbytes
-            if gram is not None and not acc.identical:
-                t0 = time.perf_counter()
-                eig.submit(_EigJob(i, pair, plan, acc, gram), cancel)
-                busy["wait_eig"] += time.perf_counter() - t0
+    def finish(i: int, gram: GramAccumulator | None, fast: FastSpectrum | None, acc: DeltaAccumulator) -> None:
+        pair, plan = pairs[i], plans[i]
+        if gram is not None and not acc.identical:
+            t0 = time.perf_counter()
+            eig.submit(_EigJob(i, pair, plan, acc, gram), cancel)
+            busy["wait_eig"] += time.perf_counter() - t0
+            return
+        stats: SpectrumStats | None = None
+        if fast is not None and not acc.identical:
+            stats = fast.finish(acc.sum_d2)
+        results.put((i, build_module(pair, acc, plan.spectral and spectral_wanted, stats, options)))
+
+    # One tensor per lane is in progress at a time, so at most `lanes` accumulators are alive.
+    active: dict[int, tuple[GramAccumulator | None, FastSpectrum | None]] = {}
+    try:
+        streamed = 0
+        while streamed < len(todo):
+            check_cancel()
+            collect(block=False)
+            try:
+                item = ready.get(timeout=0.1)
+            except queue.Empty:
                 continue
-            stats: SpectrumStats | None = None
-            if fast is not None and not acc.identical:
-                stats = fast.finish(acc.sum_d2)
-            results.put((i, build_module(pair, acc, spectral, stats, options)))
+            if isinstance(item, BaseException):
+                raise item
+            i, d, acc = item
+            if i not in active:
+                active[i] = start(i)
+            gram, fast = active[i]
+            t0 = time.perf_counter()
+            if gram is not None:
+                gram.add(d)
+            elif fast is not None:
+                fast.add(d)
+            busy["gram"] += time.perf_counter() - t0
+            del d
+            if acc is None:
+                continue
+            del active[i]
+            streamed += 1
+            bytes_read += pairs[i].nbytes
+            finish(i, gram, fast, acc)
             collect(block=False)
         while finished < len(pairs):
             check_cancel()
@@ -418,10 +433,10 @@ def run_engine(
         busy.update(eig=eig.busy, refined=float(eig.refined))
         LAST_RUN_STATS.clear()
         LAST_RUN_STATS.update(busy)
-        for t, q in zip(readers_threads, queues, strict=True):
+        for t in readers_threads:
             while t.is_alive():
                 try:
-                    q.get(timeout=0.05)
+                    ready.get(timeout=0.05)
                 except queue.Empty:
                     pass
             t.join()

@@ -74,7 +74,7 @@ def detect_vocab_resized(ctx: Context) -> Finding | None:
 
 
 def _fingerprint(m: ModuleDelta, side: str) -> tuple[float, float, float] | None:
-    """Exact-copy fingerprint of one side: CRC-32 of its float32 bytes, its float64 norm, its size."""
+    """Exact-copy fingerprint of one side: CRC-32 of its stored bytes, its float64 norm, its size."""
     if f"crc_{side}" not in m.forensics:
         return None
     return fx(m, f"crc_{side}"), fx(m, f"norm_{side}"), fx(m, "numel")
