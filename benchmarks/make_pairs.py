@@ -9,6 +9,7 @@ A pair directory is complete when its DONE file exists; an interrupted write is 
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from pathlib import Path
@@ -64,25 +65,18 @@ def shard_names(shape: QwenShape, n_layers: int | None) -> list[list[tuple[str, 
     tensors = shape.tensors(n_layers)
     if shape.n_shards == 1:
         return [tensors]
-    total = sum(2 * _numel(s) for _, s in tensors)
+    total = sum(2 * math.prod(s) for _, s in tensors)
     limit = total / shape.n_shards
     shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
     size = 0
     for name, s in tensors:
-        nbytes = 2 * _numel(s)
+        nbytes = 2 * math.prod(s)
         if shards[-1] and size + nbytes > limit and len(shards) < shape.n_shards:
             shards.append([])
             size = 0
         shards[-1].append((name, s))
         size += nbytes
     return shards
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def _file_names(n: int) -> list[str]:
@@ -105,7 +99,7 @@ def write_checkpoint(root: Path, shape: QwenShape, side: str, n_layers: int | No
         del data
         weight_map.update({name: fname for name, _ in tensors})
     if len(files) > 1:
-        total = sum(2 * _numel(s) for t in shards for _, s in t)
+        total = sum(2 * math.prod(s) for t in shards for _, s in t)
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (root / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     (root / "config.json").write_text(json.dumps(shape.config(n_layers), indent=2))

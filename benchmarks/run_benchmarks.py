@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -50,14 +51,7 @@ def our_cli() -> list[str]:
 
 
 def pair_bytes(shape, n_layers: int | None) -> int:
-    return sum(2 * _numel(s) for _, s in shape.tensors(n_layers))
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+    return sum(2 * math.prod(s) for _, s in shape.tensors(n_layers))
 
 
 def weight_files(path: Path) -> list[Path]:
