@@ -61,8 +61,8 @@ def _fail(msg: str) -> None:
 def run_compare(model_a: str, model_b: str, output: str | None, top_k: int, top_n: int, token: str | None,
                 quiet: bool, spectrum: str, device: str, memory_budget: int, use_cache: bool) -> None:
     from modeldelta_mcp.compare import compare, resolve_pair
-    from modeldelta_mcp.report.json_report import render_json
-    from modeldelta_mcp.report.text import render_text
+    from modeldelta_mcp.render.json_report import render_json
+    from modeldelta_mcp.render.text import render_text
     from modeldelta_mcp.store import ResultStore, atomic_write_text
 
     if output is not None and Path(output).suffix.lower() not in OUTPUT_SUFFIXES:

@@ -44,8 +44,6 @@ EIG_BATCH_BYTES = 8 * 1024**2
 HELPER_THREADS = 1
 # Reader threads at most (spectrum fast/off only; exact keeps one, the cores go to products and solves).
 MAX_READERS = 2
-# Formats read through an mmap, whose handles are closed after each block (see the module docstring).
-MMAP_FORMATS = {"safetensors"}
 
 # Busy seconds per stage of the last run (reader, gram, eig) and tensors recomputed in float64: read by the
 # benchmarks and tests to see where time goes; never part of a report.
@@ -95,9 +93,9 @@ class _Readers:
         return r
 
     def release(self) -> None:
-        for side, ckpt in enumerate(self._ckpts):
+        for side in range(2):
             r = self._open[side]
-            if r is not None and ckpt.fmt in MMAP_FORMATS:
+            if r is not None and r.releases_pages:
                 r.close()
                 self._open[side] = None
 
@@ -153,10 +151,9 @@ def _read_column_block(readers: _Readers, pair: TensorPair, plan: PairPlan, bloc
     for piece in pieces:
         ra, rb = readers.get(0), readers.get(1)
         rows = (piece.start, piece.stop)
-        tile_a, tile_b = getattr(ra, "tile", None), getattr(rb, "tile", None)
-        if tile_a is not None and tile_b is not None:
-            ta, tb = tile_a(pair.a.name, rows, cols), tile_b(pair.b.name, rows, cols)
-        else:  # a reader without tiles: read the column block once
+        if ra.releases_pages and rb.releases_pages:
+            ta, tb = ra.tile(pair.a.name, rows, cols), rb.tile(pair.b.name, rows, cols)
+        else:  # readers holding their data in memory: read the column block once
             if whole is None:
                 whole = (ra.cols(pair.a.name, *cols), rb.cols(pair.b.name, *cols))
             ta, tb = whole[0][rows[0] : rows[1]], whole[1][rows[0] : rows[1]]

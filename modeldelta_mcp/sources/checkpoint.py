@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import torch
 
@@ -20,6 +21,9 @@ class TensorRef:
     shape: tuple[int, ...]
     dtype: str  # torch dtype name without the "torch." prefix
     file: str  # path relative to the checkpoint root
+    # The file's own tensor name where the format stores it under another one (GGUF, packed GPTQ/AWQ...);
+    # `name` is then the mapped Hugging Face name.
+    stored_name: str | None = None
 
     @property
     def numel(self) -> int:
@@ -41,19 +45,35 @@ def dtype_size(dtype: str) -> int:
     return torch.empty((), dtype=getattr(torch, dtype)).element_size()
 
 
-class TensorReader(Protocol):
-    """Reads tensors or row ranges of a checkpoint; opened and closed around one pass."""
+class TensorReader(ABC):
+    """Reads tensors or row ranges of a checkpoint in the stored dtype; opened and closed around one pass.
 
+    Every format's reader is one of these (safetensors, torch .bin, PEFT adapters, dequantizing readers of
+    quantized formats): the engine never asks which format it holds.
+    """
+
+    # True for readers over an mmap: the engine closes them after every block, so the file pages a block
+    # touched are unmapped and stop counting toward resident memory.
+    releases_pages: ClassVar[bool] = False
+
+    @abstractmethod
     def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
-        """Rows [start, stop) of the tensor's 2-D view (shape[0], -1), in the stored dtype."""
+        """Rows [start, stop) of the tensor's 2-D view (shape[0], -1); a 1-D tensor reads as a column."""
 
+    @abstractmethod
     def cols(self, name: str, start: int, stop: int) -> torch.Tensor:
-        """Columns [start, stop) of a 2-D tensor, in the stored dtype."""
+        """Columns [start, stop) of a 2-D tensor."""
 
+    def tile(self, name: str, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+        """Rows × columns of a 2-D tensor. Readers over an mmap override it to touch only the tile's pages."""
+        return self.rows(name, rows[0], rows[1])[:, cols[0]:cols[1]]
+
+    @abstractmethod
     def full(self, name: str) -> torch.Tensor:
-        """The whole tensor in the stored dtype and shape."""
+        """The whole tensor in its stored shape."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:  # noqa: B027 - most readers hold nothing to release
+        """Release handles and cached data; the reader may be used again after (it reopens)."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from modeldelta_mcp.errors import SourceError
-from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorRef
+from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorReader, TensorRef
 from modeldelta_mcp.sources.jsonfile import read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -158,7 +158,7 @@ def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: str = "
                              "lora_modules": modules, "replaced": replaced, "weight_file": weight_file.name})
 
 
-class AdapterReader:
+class AdapterReader(TensorReader):
     """Rows/columns of W + scaling·B·A for targeted tensors, the base's data otherwise."""
 
     def __init__(self, ckpt: Checkpoint) -> None:

@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from modeldelta_mcp.errors import SourceError
-from modeldelta_mcp.sources.checkpoint import TensorRef
+from modeldelta_mcp.sources.checkpoint import TensorReader, TensorRef
 
 # safetensors dtype codes -> torch dtype names
 _ST_DTYPES = {
@@ -42,8 +42,10 @@ def index_file(root: Path, rel: str) -> list[TensorRef]:
         raise SourceError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from exc
 
 
-class SafetensorsReader:
+class SafetensorsReader(TensorReader):
     """Keeps one handle per shard open for a pass; slices are copied out of the mmap."""
+
+    releases_pages = True
 
     def __init__(self, root: Path, refs: dict[str, TensorRef]) -> None:
         self._root = root

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from modeldelta_mcp.errors import SourceError
-from modeldelta_mcp.sources.checkpoint import TensorRef
+from modeldelta_mcp.sources.checkpoint import TensorReader, TensorRef
 
 # torch's weights-only unpickler names what it refused ("Unsupported global: GLOBAL builtins.exec ...").
 _REFUSED = re.compile(r"Unsupported (global: GLOBAL \S+|operand \d+|class \S+)")
@@ -52,7 +52,7 @@ def index_file(root: Path, rel: str) -> list[TensorRef]:
     ]
 
 
-class TorchBinReader:
+class TorchBinReader(TensorReader):
     """Holds one shard's mmapped state dict at a time (shards are visited in order)."""
 
     def __init__(self, root: Path, refs: dict[str, TensorRef]) -> None:
