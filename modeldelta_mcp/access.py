@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from modeldelta_mcp.errors import ModelDeltaError
-from modeldelta_mcp.sources import hub
+from modeldelta_mcp.sources.spec import ModelSpec
 
 
 class PathNotAllowed(ModelDeltaError):
@@ -47,13 +47,9 @@ def roots_from_uris(uris: Iterable[str]) -> list[Path]:
     return out
 
 
-def is_local_spec(spec: str) -> bool:
-    """A spec names a local path unless it reads as a hub repo id (org/name[@rev]) that is not a local path."""
-    if spec.startswith(("/", ".", "~")) or Path(spec).is_absolute():
-        return True
-    if Path(spec).exists():  # relative to the working directory, as `resolve` reads it
-        return True
-    return not (hub.looks_like_repo_id(spec) and "/" in spec.split("@")[0])
+def is_local_spec(spec: ModelSpec | str) -> bool:
+    """A spec names a local path unless it reads as a hub repo id that is not a local path (ModelSpec.parse)."""
+    return ModelSpec.of(spec).is_local
 
 
 def _inside(path: Path, roots: Iterable[Path]) -> bool:
@@ -69,10 +65,12 @@ def check_path(path: str | Path, roots: list[Path], what: str) -> None:
         )
 
 
-def check_spec(spec: str, roots: list[Path], what: str) -> None:
-    """Refuse a local spec outside the roots before anything is read (or even stat'ed) there."""
-    if is_local_spec(spec):
-        check_path(spec, roots, what)
+def check_spec(spec: ModelSpec | str, roots: list[Path], what: str) -> None:
+    """Refuse a local spec outside the roots before anything is read there. Pass the ModelSpec that
+    `resolve` will read, so the two cannot disagree about what is a path."""
+    model = ModelSpec.of(spec)
+    if model.is_local:
+        check_path(model.local_path(), roots, what)
 
 
 def check_files(root: Path, files: Iterable[str], roots: list[Path], what: str) -> None:

@@ -12,6 +12,7 @@ import click
 
 from modeldelta_mcp.engine.run import DEFAULT_MEMORY_BUDGET, EngineOptions
 from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.progress import Progress
 
 OUTPUT_SUFFIXES = {".json", ".html", ".md"}
 
@@ -35,9 +36,10 @@ class _Progress:
         self.t0 = time.monotonic()
         self.last = 0.0
 
-    def __call__(self, done: int, total: int, name: str, bytes_done: int, bytes_total: int) -> None:
+    def __call__(self, p: Progress) -> None:
         if not self.enabled:
             return
+        done, total, name, bytes_done, bytes_total = p.done, p.total, p.name, p.bytes_done, p.bytes_total
         now = time.monotonic()
         if done < total and now - self.last < 0.1:
             return

@@ -15,7 +15,7 @@ from modeldelta_mcp.align import align
 from modeldelta_mcp.diagnosis import diagnose
 from modeldelta_mcp.diagnosis.diagnose import seed_set
 from modeldelta_mcp.engine import EngineOptions, run_engine
-from modeldelta_mcp.engine.run import ProgressFn, pick_device
+from modeldelta_mcp.engine.run import pick_device
 from modeldelta_mcp.models import (
     CheckpointInfo,
     Checkpoints,
@@ -26,7 +26,9 @@ from modeldelta_mcp.models import (
     ModuleDelta,
     Totals,
 )
+from modeldelta_mcp.progress import ProgressFn
 from modeldelta_mcp.sources import Checkpoint, resolve
+from modeldelta_mcp.sources.spec import ModelSpec
 
 # Options that change the numbers are part of the store key; the device and budget do not.
 KEYED_OPTIONS = ("top_k", "spectrum")
@@ -46,7 +48,8 @@ class ResolvedPair:
         return self.key(options)[:16]
 
 
-def resolve_pair(model_a: str, model_b: str, token: str | None = None, quiet: bool = True) -> ResolvedPair:
+def resolve_pair(model_a: ModelSpec | str, model_b: ModelSpec | str, token: str | None = None,
+                 quiet: bool = True) -> ResolvedPair:
     a = resolve(model_a, token=token, quiet=quiet)
     b = resolve(model_b, token=token, quiet=quiet, base=a)
     return ResolvedPair(a, b)
@@ -123,12 +126,13 @@ def compare(
         done = journal.load()
         journal.open(done)
     try:
-        mods, bytes_read = run_engine(pair.a, pair.b, alignment.pairs, options, progress=progress, cancel=cancel,
-                                      done=done, on_result=journal.record if journal is not None else None)
+        run = run_engine(pair.a, pair.b, alignment.pairs, options, progress=progress, cancel=cancel, done=done,
+                         on_result=journal.record if journal is not None else None)
     finally:
         if journal is not None:
             journal.close()
-    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.extra.get("adapter"))
+    mods = run.modules
+    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.adapter)
     report = ComparisonReport(
         report_id=pair.report_id(options),
         model_a=pair.a.spec,
@@ -143,7 +147,7 @@ def compare(
         diagnostics=diagnostics,
         engine=EngineInfo(version=__version__, spectrum=options.spectrum, top_k=options.top_k,
                           device=str(pick_device(options.device)), seconds=time.perf_counter() - t0,
-                          bytes_read=bytes_read),
+                          bytes_read=run.bytes_read),
         model_info={"model_a": model_info(pair.a), "model_b": model_info(pair.b)},
     )
     if journal is not None:

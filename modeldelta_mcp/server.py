@@ -24,7 +24,7 @@ from mcp_types import CallToolResult, ListRootsResult, TextContent, ToolAnnotati
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from modeldelta_mcp import __version__, answers
-from modeldelta_mcp.access import check_files, check_spec, default_roots, is_local_spec, roots_from_uris
+from modeldelta_mcp.access import check_files, check_spec, default_roots, roots_from_uris
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import (
     CompareSummary,
@@ -36,7 +36,9 @@ from modeldelta_mcp.models import (
     SpectrumMode,
     TopModulesAnswer,
 )
-from modeldelta_mcp.store import REPORT_ID_PATTERN, JobRunner, Progress, ResultStore, check_report_id, pair_key
+from modeldelta_mcp.progress import Progress, ProgressFn
+from modeldelta_mcp.sources.spec import ModelSpec as ParsedModelSpec  # the Annotated ModelSpec below is a tool argument
+from modeldelta_mcp.store import REPORT_ID_PATTERN, JobRunner, ResultStore, check_report_id, pair_key
 
 # Seconds a comparison keeps running after its last waiting request was cancelled or timed out, so that
 # the client can call again and join it instead of starting over. 0 stops the work at once.
@@ -182,11 +184,11 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
     def _needs_client_roots(ctx: Context, specs: list[str | None]) -> ListRoots | None:
         outside = False
         for spec in specs:
-            if spec and is_local_spec(spec):
-                try:
-                    check_spec(spec, static_roots, "model")
-                except ModelDeltaError:
-                    outside = True
+            try:
+                if spec:
+                    check_spec(spec, static_roots, "model")  # a hub id passes: it is not a path
+            except ModelDeltaError:
+                outside = True
         caps = ctx.client_capabilities
         return ListRoots() if outside and caps is not None and caps.roots is not None else None
 
@@ -225,17 +227,17 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
 
         return sink
 
-    def _compute(pair: Any, options: Any, journal_root: Path) -> Callable[[Callable[..., None], threading.Event],
+    def _compute(pair: Any, options: Any, journal_root: Path) -> Callable[[ProgressFn, threading.Event],
                                                                            ComparisonReport]:
         from modeldelta_mcp.compare import compare
 
         delay = _test_delay()
 
-        def compute(progress: Callable[..., None], cancel: threading.Event) -> ComparisonReport:
-            def slowed(*args: Any) -> None:
+        def compute(progress: ProgressFn, cancel: threading.Event) -> ComparisonReport:
+            def slowed(p: Progress) -> None:
                 if delay:
                     time.sleep(delay)
-                progress(*args)
+                progress(p)
 
             # The journal (in the store) lets a comparison cancelled midway resume where it stopped.
             return compare(pair, options, progress=slowed if delay else progress, cancel=cancel,
@@ -246,9 +248,11 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
     async def _resolve(model_a: str, model_b: str, roots: list[Path]) -> Any:
         from modeldelta_mcp.compare import resolve_pair
 
-        check_spec(model_a, roots, "model_a")
-        check_spec(model_b, roots, "model_b")
-        pair = await anyio.to_thread.run_sync(resolve_pair, model_a, model_b, abandon_on_cancel=True)
+        # Parsed once: the access check sees exactly what the resolver will read.
+        spec_a, spec_b = ParsedModelSpec.parse(model_a), ParsedModelSpec.parse(model_b)
+        check_spec(spec_a, roots, "model_a")
+        check_spec(spec_b, roots, "model_b")
+        pair = await anyio.to_thread.run_sync(resolve_pair, spec_a, spec_b, abandon_on_cancel=True)
         check_files(pair.a.root, pair.a.files, roots, "model_a")
         check_files(pair.b.root, pair.b.files, roots, "model_b")
         return pair
@@ -410,8 +414,9 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
 
         with _tool_errors():
             roots = _roots(_state(ctx), client_roots)
-            check_spec(model, roots, "model")
-            ckpt = await anyio.to_thread.run_sync(resolve, model, abandon_on_cancel=True)
+            spec = ParsedModelSpec.parse(model)
+            check_spec(spec, roots, "model")
+            ckpt = await anyio.to_thread.run_sync(resolve, spec, abandon_on_cancel=True)
             check_files(ckpt.root, ckpt.files, roots, "model")
             answer = describe(ckpt)
             return _result(answer, answers.inspect_text(answer))

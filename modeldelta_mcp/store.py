@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import ComparisonReport
+from modeldelta_mcp.progress import Progress, ProgressFn
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -198,18 +199,9 @@ class ResultStore:
 # ---- async jobs (MCP server) -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Progress:
-    done: int
-    total: int
-    name: str
-    bytes_done: int
-    bytes_total: int
-
-
 ProgressSink = Callable[[Progress], Awaitable[None]]
 # compute(progress_callback, cancel_event) -> report; runs in a worker thread
-Compute = Callable[[Callable[[int, int, str, int, int], None], threading.Event], ComparisonReport]
+Compute = Callable[[ProgressFn, threading.Event], ComparisonReport]
 
 
 class Job:
@@ -314,9 +306,9 @@ class JobRunner:
             job.cancel.set()
 
     async def _drive(self, job: Job, compute: Compute) -> None:
-        def publish(done: int, total: int, name: str, bytes_done: int, bytes_total: int) -> None:
+        def publish(progress: Progress) -> None:
             try:
-                anyio.from_thread.run_sync(job.publish, Progress(done, total, name, bytes_done, bytes_total))
+                anyio.from_thread.run_sync(job.publish, progress)
             except RuntimeError:
                 pass  # the event loop is shutting down; the work is being cancelled anyway
 

@@ -12,12 +12,14 @@ from modeldelta_mcp.align import align
 from modeldelta_mcp.architecture import default_table
 from modeldelta_mcp.errors import AlignmentError
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorRef
+from modeldelta_mcp.sources.formats import SAFETENSORS
 
 
 def ckpt(spec: str, tensors: dict[str, tuple[tuple[int, ...], str]]) -> Checkpoint:
     """An in-memory tensor index (alignment reads headers only)."""
     refs = {n: TensorRef(n, shape, dtype, "model.safetensors") for n, (shape, dtype) in tensors.items()}
-    return Checkpoint(spec=spec, source="local", root=Path("/nonexistent"), files=["model.safetensors"], tensors=refs)
+    return Checkpoint(spec=spec, source="local", root=Path("/nonexistent"), files=["model.safetensors"], tensors=refs,
+                      format=SAFETENSORS)
 
 
 F32 = "float32"

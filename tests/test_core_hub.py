@@ -21,7 +21,7 @@ from _core_fakehub import FakeHub
 from safetensors.torch import save as save_bytes
 
 from modeldelta_mcp.models import ComparisonReport, InspectAnswer
-from modeldelta_mcp.sources.hub import looks_like_repo_id, split_spec
+from modeldelta_mcp.sources.spec import looks_like_repo_id, split_spec
 
 TOKEN = "hf_fake_s3cret"
 Q = "model.layers.0.self_attn.q_proj.weight"

@@ -122,16 +122,17 @@ def test_forensics_adapter_core_spectrum_is_the_full_spectrum(bert_cases: dict[s
     """σ from the r×r core (QR of B and Aᵀ) equals svdvals of the materialised scaling·B·A."""
     case = bert_cases["lora_adapter"]
     pair = resolve_pair(str(case.a), str(case.b))
-    facts = pair.b.extra["adapter"]
+    facts = pair.b.adapter
+    assert facts is not None
     state = load_file(str(case.b / "adapter_model.safetensors"))
-    for mod in facts["modules"][:3]:
-        prefix = "base_model.model." + mod["name"].removesuffix(".weight")
+    for mod in facts.modules[:3]:
+        prefix = "base_model.model." + mod.name.removesuffix(".weight")
         a = state[prefix + ".lora_A.weight"].double()
         b = state[prefix + ".lora_B.weight"].double()
-        full = torch.linalg.svdvals(mod["scaling"] * b @ a)[: len(mod["top_singular_values"])]
-        torch.testing.assert_close(torch.tensor(mod["top_singular_values"], dtype=torch.float64), full,
+        full = torch.linalg.svdvals(mod.scaling * b @ a)[: len(mod.top_singular_values)]
+        torch.testing.assert_close(torch.tensor(mod.top_singular_values, dtype=torch.float64), full,
                                    rtol=1e-9, atol=1e-12)
-        assert mod["numerical_rank"] == mod["rank"] == 4
+        assert mod.numerical_rank == mod.rank == 4
 
 
 @pytest.mark.anyio

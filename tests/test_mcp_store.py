@@ -19,7 +19,8 @@ from modeldelta_mcp.models import (
     EngineInfo,
     Totals,
 )
-from modeldelta_mcp.store import JobRunner, Progress, ResultStore, atomic_write_text, check_report_id
+from modeldelta_mcp.progress import Progress, ProgressFn
+from modeldelta_mcp.store import JobRunner, ResultStore, atomic_write_text, check_report_id
 
 RID = "0123456789abcdef"
 pytestmark = pytest.mark.timeout(120)
@@ -47,14 +48,14 @@ class Steps:
         self.calls = 0
         self.stopped_at: int | None = None
 
-    def __call__(self, progress: Callable[..., None], cancel: threading.Event) -> ComparisonReport:
+    def __call__(self, progress: ProgressFn, cancel: threading.Event) -> ComparisonReport:
         self.calls += 1
         for i in range(self.n):
             while not self.gate.acquire(timeout=0.01):
                 if cancel.is_set():
                     self.stopped_at = i
                     raise ModelDeltaError("comparison cancelled")
-            progress(i + 1, self.n, f"t{i}", i + 1, self.n)
+            progress(Progress(done=i + 1, total=self.n, name=f"t{i}", bytes_done=i + 1, bytes_total=self.n))
         return fake_report(self.report_id)
 
     def release(self, k: int = 1) -> None:

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from modeldelta_mcp.align import align
 from modeldelta_mcp.engine.fast_spectrum import FastSpectrum
 from modeldelta_mcp.engine.plan import BYTES_PER_ENTRY, PairPlan, gram_reserve, plan_pair
-from modeldelta_mcp.engine.run import EngineOptions, _Readers, pick_device, read_delta_block, run_engine
+from modeldelta_mcp.engine.run import BlockReaders, EngineOptions, pick_device, read_delta_block, run_engine
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.sources import resolve
 
@@ -55,8 +55,8 @@ def test_blocks_and_grams_fit_the_budget(qwen) -> None:
 
 def test_small_budget_gives_the_numbers_of_the_default(qwen) -> None:
     _, _, ca, cb, pairs = qwen
-    big, _ = run_engine(ca, cb, pairs, EngineOptions(device="cpu"))
-    small, _ = run_engine(ca, cb, pairs, EngineOptions(device="cpu", memory_budget=64 * 1024))
+    big = run_engine(ca, cb, pairs, EngineOptions(device="cpu")).modules
+    small = run_engine(ca, cb, pairs, EngineOptions(device="cpu", memory_budget=64 * 1024)).modules
     assert any(len(plan_pair(p, 64 * 1024).blocks) > 1 for p in pairs)
     for m1, m2 in zip(big, small, strict=True):
         assert m1.name == m2.name
@@ -73,7 +73,7 @@ def test_released_readers_leave_no_file_mapped(qwen) -> None:
     a, b, ca, cb, pairs = qwen
     pair = max(pairs, key=lambda p: p.numel)
     plan = plan_pair(pair, 1024 * 1024)
-    readers = _Readers(ca, cb)
+    readers = BlockReaders(ca, cb)
 
     def mapped() -> bool:
         maps = Path("/proc/self/maps").read_text()
@@ -101,12 +101,12 @@ def test_device_choice() -> None:
 
 def test_spectrum_off_gives_norms_only(qwen) -> None:
     _, _, ca, cb, pairs = qwen
-    mods, _ = run_engine(ca, cb, pairs, EngineOptions(device="cpu", spectrum="off"))
+    mods = run_engine(ca, cb, pairs, EngineOptions(device="cpu", spectrum="off")).modules
     mats = [m for m in mods if len(m.shape) == 2]
     assert mats and all(m.effective_rank is None and m.top_singular_values is None for m in mats)
     assert all(m.frob_norm > 0 for m in mats)
     # off and fast read with one reader thread per core; the statistics must not depend on it
-    exact, _ = run_engine(ca, cb, pairs, EngineOptions(device="cpu"))
+    exact = run_engine(ca, cb, pairs, EngineOptions(device="cpu")).modules
     def counts(f: dict[str, float]) -> dict[str, float]:  # the per-entry counts; sv_* come from the spectrum
         return {k: v for k, v in f.items() if not k.startswith("sv_")}
 
@@ -129,9 +129,9 @@ def test_fast_spectrum_top_values_and_error_band(tmp_path: Path) -> None:
     pa, pb = save_pair(tmp_path, {name: ta}, {name: tb})
     ca, cb = resolve(str(pa)), resolve(str(pb))
     pairs = align(ca, cb).pairs
-    fast, _ = run_engine(ca, cb, pairs, EngineOptions(device="cpu", spectrum="fast", memory_budget=512 * 1024))
-    again, _ = run_engine(ca, cb, pairs, EngineOptions(device="cpu", spectrum="fast", memory_budget=512 * 1024))
-    unblocked, _ = run_engine(ca, cb, pairs, EngineOptions(device="cpu", spectrum="fast"))
+    fast = run_engine(ca, cb, pairs, EngineOptions(device="cpu", spectrum="fast", memory_budget=512 * 1024)).modules
+    again = run_engine(ca, cb, pairs, EngineOptions(device="cpu", spectrum="fast", memory_budget=512 * 1024)).modules
+    unblocked = run_engine(ca, cb, pairs, EngineOptions(device="cpu", spectrum="fast")).modules
     ref = reference_sigma(ta, tb)
     m = fast[0]
     assert m.spectrum == "fast" and m.spectral_alpha is None and m.n_singular_values == 200
@@ -169,7 +169,7 @@ def test_column_blocks_of_a_reader_without_tiles(tmp_path: Path) -> None:
         ca, cb = resolve(str(a)), resolve(str(b))
         pairs = align(ca, cb).pairs
         assert plan_pair(pairs[0], budget).blocks[0].axis == 1 and len(plan_pair(pairs[0], budget).blocks) > 1
-        results.append(run_engine(ca, cb, pairs, EngineOptions(device="cpu", memory_budget=budget))[0][0])
+        results.append(run_engine(ca, cb, pairs, EngineOptions(device="cpu", memory_budget=budget)).modules[0])
     ref = reference_sigma(ta, tb)
     for m in results:
         assert m.frob_norm == pytest.approx(float((tb - ta).double().norm()), rel=1e-9)

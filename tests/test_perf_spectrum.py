@@ -10,7 +10,6 @@ import torch
 from _perf_pairs import entropy_rank, reference_sigma, save_pair, spectrum_tensors
 
 from modeldelta_mcp.align import align
-from modeldelta_mcp.engine import run as run_mod
 from modeldelta_mcp.engine.run import EngineOptions, run_engine
 from modeldelta_mcp.engine.spectrum import (
     GramAccumulator,
@@ -18,6 +17,7 @@ from modeldelta_mcp.engine.spectrum import (
     route_for,
     spectrum_from_eigs,
 )
+from modeldelta_mcp.progress import Progress
 from modeldelta_mcp.sources import resolve
 
 CPU = torch.device("cpu")
@@ -97,19 +97,8 @@ def spectrum_run(tmp_path_factory: pytest.TempPathFactory):
     pa, pb = save_pair(tmp_path_factory.mktemp("perf-spectrum"), a, b)
     ca, cb = resolve(str(pa)), resolve(str(pb))
     pairs = align(ca, cb).pairs
-    refined: list[int] = []
-    real_close = run_mod._EigStage.close
-
-    def close(self):  # record how many tensors the eigensolver stage recomputed in float64
-        refined.append(self.refined)
-        real_close(self)
-
-    run_mod._EigStage.close = close  # type: ignore[method-assign]
-    try:
-        mods, _ = run_engine(ca, cb, pairs, EngineOptions(device="cpu"))
-    finally:
-        run_mod._EigStage.close = real_close  # type: ignore[method-assign]
-    return a, b, {m.name: m for m in mods}, refined[0]
+    run = run_engine(ca, cb, pairs, EngineOptions(device="cpu"))
+    return a, b, {m.name: m for m in run.modules}, run.refined
 
 
 @pytest.mark.parametrize("name", [
@@ -139,8 +128,8 @@ def test_cancel_event_stops_the_engine(tmp_path: Path) -> None:
     cancel = threading.Event()
     seen: list[int] = []
 
-    def progress(done: int, total: int, name: str, bd: int, bt: int) -> None:
-        seen.append(done)
+    def progress(p: Progress) -> None:
+        seen.append(p.done)
         cancel.set()
 
     from modeldelta_mcp.errors import ModelDeltaError

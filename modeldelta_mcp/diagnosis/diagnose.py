@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from modeldelta_mcp.diagnosis import thresholds as T
 from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
 from modeldelta_mcp.diagnosis.profiles import profile_tag, seed_findings
+from modeldelta_mcp.facts import AdapterFacts
 from modeldelta_mcp.models import Diagnostics, Finding, ModuleDelta
 
 PROFILE_PHRASE = {
@@ -36,7 +35,7 @@ def nonfinite_finding(mods: list[ModuleDelta]) -> Finding | None:
 
 
 def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
-             adapter: dict[str, Any] | None = None) -> Diagnostics:
+             adapter: AdapterFacts | None = None) -> Diagnostics:
     """`adapter`: the facts of a PEFT adapter B (sources/peft_adapter.py), None otherwise."""
     seed_mods = seed_set(mods)
     findings = detect_all(mods, adapter)

@@ -30,6 +30,7 @@ from modeldelta_mcp.engine.plan import PREFETCH_DEPTH, Block, PairPlan, plan_pai
 from modeldelta_mcp.engine.spectrum import GramAccumulator, SpectrumStats, eigvals_batch, spectrum_from_eigs, summarize
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import ModuleDelta, SpectrumMode
+from modeldelta_mcp.progress import Progress, ProgressFn
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorReader
 
 # Default working set of the engine (blocks in flight + Gram matrices), see plan.py. With the ~250 MB of
@@ -45,11 +46,6 @@ HELPER_THREADS = 1
 # Reader threads at most (spectrum fast/off only; exact keeps one, the cores go to products and solves).
 MAX_READERS = 2
 
-# Busy seconds per stage of the last run (reader, gram, eig) and tensors recomputed in float64: read by the
-# benchmarks and tests to see where time goes; never part of a report.
-LAST_RUN_STATS: dict[str, float] = {}
-
-ProgressFn = Callable[[int, int, str, int, int], None]  # done, total, name, bytes_done, bytes_total
 ResultFn = Callable[[int, ModuleDelta], None]  # index in `pairs`, its result (e.g. a resume journal)
 
 
@@ -59,6 +55,26 @@ class EngineOptions:
     spectrum: SpectrumMode = "exact"
     device: str = "auto"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+
+@dataclass(frozen=True)
+class StageSeconds:
+    """Busy seconds per stage of one run: where the time went (benchmarks, docs/engine.md); never in a report."""
+
+    reader: float  # reading, upcasting and per-entry statistics, summed over reader lanes
+    gram: float  # Gram products or fast sketches (calling thread)
+    eig: float  # eigensolves, float64 recomputations and ModuleDelta assembly
+    wait_eig: float  # the calling thread waiting for the eigensolver to take a Gram
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """What one run_engine call produced."""
+
+    modules: list[ModuleDelta]  # one per pair, in the order of `pairs`
+    bytes_read: int  # tensor bytes read by this run (pairs known from a journal are not read)
+    stages: StageSeconds
+    refined: int  # tensors whose spectrum was recomputed from a float64 Gram
 
 
 def pick_device(name: str) -> torch.device:
@@ -78,7 +94,7 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _Readers:
+class BlockReaders:
     """Readers of A and B opened on demand; release() unmaps what the last block touched."""
 
     def __init__(self, a: Checkpoint, b: Checkpoint) -> None:
@@ -122,7 +138,7 @@ def plain_delta(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
     return d
 
 
-def read_delta_block(readers: _Readers, pair: TensorPair, plan: PairPlan, block: Block,
+def read_delta_block(readers: BlockReaders, pair: TensorPair, plan: PairPlan, block: Block,
                      acc: DeltaAccumulator | None) -> torch.Tensor:
     """The float32 delta of one block, read and upcast chunk by chunk (statistics into `acc` if given)."""
     ra, rb = readers.get(0), readers.get(1)
@@ -142,7 +158,7 @@ def read_delta_block(readers: _Readers, pair: TensorPair, plan: PairPlan, block:
     return out
 
 
-def _read_column_block(readers: _Readers, pair: TensorPair, plan: PairPlan, block: Block,
+def _read_column_block(readers: BlockReaders, pair: TensorPair, plan: PairPlan, block: Block,
                        acc: DeltaAccumulator | None, pieces: list[Block]) -> torch.Tensor:
     """A column block, read in row tiles and unmapped after each (see SafetensorsReader.tile)."""
     cols = (block.start, block.stop)
@@ -192,7 +208,7 @@ class _EigStage:
         self._jobs: list[_EigJob] = []
         self._in_flight = 0  # bytes of Grams queued or being solved
         self._stop = False
-        self.refined = 0  # tensors recomputed in float64 (tests and benchmarks read it)
+        self.refined = 0  # tensors recomputed in float64 (EngineRun.refined)
         self.busy = 0.0
         self._thread = threading.Thread(target=self._run, name="modeldelta-eig", daemon=True)
         self._thread.start()
@@ -250,7 +266,7 @@ class _EigStage:
         self.refined += 1
         plan = job.plan
         gram = GramAccumulator(plan.gram_size, plan.gram_of_rows, self._device, "float64")
-        readers = _Readers(*self._ckpts)
+        readers = BlockReaders(*self._ckpts)
         try:
             for block in plan.blocks:
                 gram.add(read_delta_block(readers, job.pair, plan, block, None))
@@ -273,8 +289,8 @@ def run_engine(
     cancel: threading.Event | None = None,
     done: dict[int, ModuleDelta] | None = None,
     on_result: ResultFn | None = None,
-) -> tuple[list[ModuleDelta], int]:
-    """Compute a ModuleDelta for every pair; return them and the bytes read.
+) -> EngineRun:
+    """Compute a ModuleDelta for every pair; return them with the bytes read and the stage timings.
 
     `done` holds results already known (a resumed run: those pairs are not read again); `on_result`
     is called in the calling thread for each new result, in completion order.
@@ -296,7 +312,7 @@ def run_engine(
     ready: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH * lanes)
     results: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
-    busy = {"reader": 0.0, "gram": 0.0, "eig": 0.0, "refined": 0.0, "wait_eig": 0.0}
+    busy = {"reader": 0.0, "gram": 0.0, "wait_eig": 0.0}
     next_todo = iter(todo)  # lanes take the next tensor when free (balances unequal tensor sizes)
     take_lock = threading.Lock()
 
@@ -311,7 +327,7 @@ def run_engine(
 
     def produce() -> None:
         torch.set_num_threads(HELPER_THREADS)
-        readers = _Readers(a, b)
+        readers = BlockReaders(a, b)
         try:
             while True:
                 with take_lock:
@@ -357,7 +373,8 @@ def run_engine(
             if on_result is not None:
                 on_result(idx, module)
             if progress is not None:
-                progress(finished, len(pairs), pairs[idx].name, bytes_done, total_bytes)
+                progress(Progress(done=finished, total=len(pairs), name=pairs[idx].name, bytes_done=bytes_done,
+                                  bytes_total=total_bytes))
             if block:
                 return
 
@@ -427,9 +444,6 @@ def run_engine(
     finally:
         stop.set()
         eig.close()
-        busy.update(eig=eig.busy, refined=float(eig.refined))
-        LAST_RUN_STATS.clear()
-        LAST_RUN_STATS.update(busy)
         for t in readers_threads:
             while t.is_alive():
                 try:
@@ -437,7 +451,10 @@ def run_engine(
                 except queue.Empty:
                     pass
             t.join()
-    return [known[i] for i in range(len(pairs))], bytes_read
+    return EngineRun(modules=[known[i] for i in range(len(pairs))], bytes_read=bytes_read,
+                     stages=StageSeconds(reader=busy["reader"], gram=busy["gram"], eig=eig.busy,
+                                         wait_eig=busy["wait_eig"]),
+                     refined=eig.refined)
 
 
 def build_module(pair: TensorPair, acc: DeltaAccumulator, spectral: bool, stats: SpectrumStats | None,

@@ -5,11 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
+
+from modeldelta_mcp.facts import AdapterFacts
+from modeldelta_mcp.sources.spec import split_spec
+
+if TYPE_CHECKING:
+    from modeldelta_mcp.sources.formats import WeightFormat
+
+Source = Literal["local", "hub", "adapter"]
 
 # torch dtypes counted as weights; everything else (int64 position ids, bool masks) is skipped.
 FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
@@ -78,15 +86,20 @@ class TensorReader(ABC):
 
 @dataclass
 class Checkpoint:
-    spec: str
-    source: str  # local | hub | adapter
+    spec: str  # as the user gave it
+    source: Source
     root: Path
     files: list[str]
     tensors: dict[str, TensorRef]
+    format: WeightFormat  # reads the files (sources/formats.py)
     revision: str | None = None
     config: dict[str, Any] | None = None
-    fmt: str = "safetensors"  # safetensors | torch
-    extra: dict[str, Any] = field(default_factory=dict)
+    adapter: AdapterFacts | None = None  # B is a PEFT adapter: what the diagnosis reads about it
+
+    @property
+    def fmt(self) -> str:
+        """The format's name, for display."""
+        return self.format.name
 
     @property
     def n_params(self) -> int:
@@ -111,16 +124,14 @@ class Checkpoint:
         Never hashes tensor data: a multi-GB file must not be read on the request path.
         """
         if self.source == "hub" and self.revision:
-            material: Any = ["hub", self.spec.split("@")[0], self.revision]
+            material: Any = ["hub", split_spec(self.spec)[0], self.revision]
         else:
             stats = []
             for rel in self.files:
                 st = (self.root / rel).stat()
                 stats.append([rel, st.st_size, st.st_mtime_ns])
-            material = ["local", str(self.root.resolve()), stats, self.extra.get("identity")]
+            material = ["local", str(self.root.resolve()), stats, self.format.identity()]
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     def open(self) -> TensorReader:
-        from modeldelta_mcp.sources.readers import open_reader
-
-        return open_reader(self)
+        return self.format.open(self)

@@ -12,25 +12,14 @@ import re
 from pathlib import Path
 
 from modeldelta_mcp.errors import SourceError
+from modeldelta_mcp.sources.spec import ModelSpec
 
-# org/name with an optional @revision; a revision may hold slashes (refs/pr/1).
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?(@[\w.\-/]+)?$")
 SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 ALWAYS = ["config.json", "adapter_config.json"]
 # Exception class names (huggingface_hub moved from requests to httpx) that mean "the hub is out of reach".
 _UNREACHABLE = ("ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "Timeout",
                 "OfflineModeIsEnabled", "ProxyError")
-
-
-def looks_like_repo_id(spec: str) -> bool:
-    repo = spec.split("@", 1)[0]
-    return bool(REPO_ID.match(spec)) and not spec.startswith((".", "/", "~")) and repo.count("/") <= 1
-
-
-def split_spec(spec: str) -> tuple[str, str | None]:
-    repo, _, rev = spec.partition("@")
-    return repo, (rev or None)
 
 
 def _offline() -> bool:
@@ -68,8 +57,8 @@ def _from_cache(repo: str, revision: str | None, token: str | None) -> Path:
     raise LocalEntryNotFoundError(str(last or "no cached weights"))
 
 
-def download(spec: str, token: str | None = None, quiet: bool = True) -> tuple[Path, str]:
-    """Download (or find in the cache) a repo's weights; return (local dir, commit sha)."""
+def download(model: ModelSpec, token: str | None = None, quiet: bool = True) -> tuple[Path, str]:
+    """Download (or find in the cache) a hub spec's weights; return (local dir, commit sha)."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -82,7 +71,9 @@ def download(spec: str, token: str | None = None, quiet: bool = True) -> tuple[P
 
     if quiet:
         disable_progress_bars()
-    repo, revision = split_spec(spec)
+    spec, repo, revision = model.raw, model.repo_id, model.revision
+    if repo is None:
+        raise SourceError(f"{spec}: not a hub repo id (org/name[@revision])")
     token = token or os.environ.get("HF_TOKEN") or None
     try:
         if _offline():

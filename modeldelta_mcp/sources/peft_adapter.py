@@ -4,20 +4,23 @@ The adapter's factors are small ((m + n)·r per module). The reader forms W + Δ
 columns the engine asks for, so memory follows the chunk, never the full ΔW. At load time each
 module's exact spectrum comes from its r×r core: with B = Q_b R_b and Aᵀ = Q_a R_a (thin QR),
 B·A = Q_b (R_b R_aᵀ) Q_aᵀ, so σ(scaling·B·A) = σ(scaling·R_b R_aᵀ). The facts (rank, alpha, scaling,
-numerical rank, σ) go to the diagnosis as `Checkpoint.extra["adapter"]`.
+numerical rank, σ) go to the diagnosis as `Checkpoint.adapter` (facts.AdapterFacts).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from modeldelta_mcp.errors import SourceError
-from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorReader, TensorRef
+from modeldelta_mcp.facts import AdapterFacts, AdapterModule
+from modeldelta_mcp.sources.checkpoint import Checkpoint, Source, TensorReader, TensorRef
+from modeldelta_mcp.sources.formats import WeightFormat
 from modeldelta_mcp.sources.jsonfile import read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -81,7 +84,67 @@ def _core(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
     return torch.linalg.svdvals(scaling * rb @ ra.T)
 
 
-def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: str = "adapter",
+@dataclass(frozen=True)
+class LoraFactors:
+    """Where one targeted tensor's factors are stored, and how they combine."""
+
+    a: str  # adapter-file key of A (r × in)
+    b: str  # adapter-file key of B (out × r)
+    scaling: float
+    transposed: bool  # embeddings and fan_in_fan_out store ΔW transposed
+
+
+@dataclass(frozen=True)
+class AdapterLayout:
+    """What the reader needs: the adapter file, its factors and whole replacement tensors per base tensor."""
+
+    weight_file: str  # relative to the adapter directory
+    factors: dict[str, LoraFactors]  # base tensor name -> its factors
+    replaced: dict[str, str]  # base tensor name -> adapter-file key of its replacement
+    overlay: dict[str, TensorRef]  # the index entries the adapter changes
+
+
+class PeftAdapter(WeightFormat):
+    """A PEFT LoRA adapter directory. The registered instance only detects and loads; `load` returns a
+    checkpoint whose format is an instance bound to its base and layout."""
+
+    name = "adapter"
+
+    def __init__(self, base: Checkpoint | None = None, layout: AdapterLayout | None = None) -> None:
+        self.base = base
+        self.layout = layout
+
+    def claim(self, root: Path) -> list[str] | None:
+        if not (root / ADAPTER_CONFIG).is_file():
+            return None
+        weights = next((f for f in WEIGHT_FILES if (root / f).is_file()), None)
+        return [weights, ADAPTER_CONFIG] if weights else [ADAPTER_CONFIG]  # load says what is missing
+
+    def _bound(self, where: Path) -> tuple[Checkpoint, AdapterLayout]:
+        if self.base is None or self.layout is None:
+            raise SourceError(f"{where}: a PEFT adapter can only be model_b; pass its base model as model_a")
+        return self.base, self.layout
+
+    def index(self, root: Path, files: list[str]) -> dict[str, TensorRef]:
+        base, layout = self._bound(root)
+        return {**base.tensors, **layout.overlay}
+
+    def open(self, ckpt: Checkpoint) -> TensorReader:
+        base, layout = self._bound(ckpt.root)
+        return AdapterReader(base, ckpt.root, layout)
+
+    def identity(self) -> object:
+        return self.base.identity() if self.base is not None else None
+
+    def load(self, spec: str, root: Path, files: list[str], source: Source, revision: str | None = None,
+             base: Checkpoint | None = None) -> Checkpoint:
+        return load_adapter(spec, root, base, revision=revision)
+
+
+PEFT_ADAPTER = PeftAdapter()
+
+
+def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: Source = "adapter",
                  revision: str | None = None) -> Checkpoint:
     """Resolve a PEFT LoRA adapter directory against its base checkpoint (model_a)."""
     if base is None:
@@ -114,9 +177,9 @@ def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: str = "
             name = _strip(key).replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
             replaced[_base_name(base, name.rsplit(".", 1)[0], name.rsplit(".", 1)[1], key, weight_file)] = key
 
-    tensors = dict(base.tensors)
-    modules: dict[str, dict[str, Any]] = {}
-    facts_modules: list[dict[str, Any]] = []
+    overlay: dict[str, TensorRef] = {}
+    modules: dict[str, LoraFactors] = {}
+    facts_modules: list[AdapterModule] = []
     for module, kinds in sorted(factors.items()):
         embedding = "lora_embedding_A" in kinds
         ka, kb = (kinds.get("lora_embedding_A"), kinds.get("lora_embedding_B")) if embedding else (
@@ -134,38 +197,39 @@ def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: str = "
         if len(ref.shape) != 2 or tuple(ref.shape) != (out_dim, in_dim):
             raise SourceError(f"{weight_file}: {module} factors give a {out_dim}×{in_dim} delta, base {name} is "
                               f"{list(ref.shape)}")
-        tensors[name] = TensorRef(name, ref.shape, "float32", weight_file.name)
-        modules[name] = {"a": ka, "b": kb, "scaling": scaling, "transposed": transposed}
+        overlay[name] = TensorRef(name, ref.shape, "float32", weight_file.name)
+        modules[name] = LoraFactors(a=ka, b=kb, scaling=scaling, transposed=transposed)
         sigma = _core(a, b, scaling)
         s1 = float(sigma[0]) if sigma.numel() else 0.0
         core_rank = int((sigma > s1 * max(ref.shape) * CORE_RANK_EPS).sum()) if s1 > 0 else 0
-        facts_modules.append({"name": name, "rank": rank, "alpha": alpha, "scaling": scaling,
-                              "numerical_rank": core_rank, "frob_norm": float(sigma.square().sum().sqrt()),
-                              "top_singular_values": [float(s) for s in sigma[:CORE_TOP]]})
+        facts_modules.append(AdapterModule(name=name, rank=rank, alpha=alpha, scaling=scaling,
+                                           numerical_rank=core_rank, frob_norm=float(sigma.square().sum().sqrt()),
+                                           top_singular_values=tuple(float(s) for s in sigma[:CORE_TOP])))
     for name, key in replaced.items():
         t = state[key]
         dtype = "float32" if name in modules else str(t.dtype).removeprefix("torch.")
-        tensors[name] = TensorRef(name, tuple(t.shape), dtype, weight_file.name)
+        overlay[name] = TensorRef(name, tuple(t.shape), dtype, weight_file.name)
     if not modules and not replaced:
         raise SourceError(f"{weight_file}: no LoRA factors found")
-    facts = {"peft_type": "LORA", "r": r_default, "lora_alpha": alpha_default, "use_rslora": rslora,
-             "target_modules": cfg.get("target_modules"), "base_model_name_or_path": cfg.get("base_model_name_or_path"),
-             "modules": facts_modules, "replaced": sorted(replaced)}
+    facts = AdapterFacts(r=r_default, lora_alpha=alpha_default, use_rslora=rslora,
+                         target_modules=cfg.get("target_modules"),
+                         base_model_name_or_path=cfg.get("base_model_name_or_path"),
+                         modules=tuple(facts_modules), replaced=tuple(sorted(replaced)))
+    fmt = PeftAdapter(base, AdapterLayout(weight_file=weight_file.name, factors=modules, replaced=replaced,
+                                          overlay=overlay))
     files = [weight_file.name, ADAPTER_CONFIG]
-    return Checkpoint(spec=spec, source=source, root=path, files=files, tensors=tensors, revision=revision,
-                      config=base.config, fmt="adapter",
-                      extra={"base": base, "adapter": facts, "identity": base.identity(),
-                             "lora_modules": modules, "replaced": replaced, "weight_file": weight_file.name})
+    return Checkpoint(spec=spec, source=source, root=path, files=files, tensors=fmt.index(path, files),
+                      format=fmt, revision=revision, config=base.config, adapter=facts)
 
 
 class AdapterReader(TensorReader):
     """Rows/columns of W + scaling·B·A for targeted tensors, the base's data otherwise."""
 
-    def __init__(self, ckpt: Checkpoint) -> None:
-        self._base = ckpt.extra["base"].open()
-        self._modules: dict[str, dict[str, Any]] = ckpt.extra["lora_modules"]
-        self._replaced: dict[str, str] = ckpt.extra["replaced"]
-        self._path = ckpt.root / ckpt.extra["weight_file"]
+    def __init__(self, base: Checkpoint, root: Path, layout: AdapterLayout) -> None:
+        self._base = base.open()
+        self._modules = layout.factors
+        self._replaced = layout.replaced
+        self._path = root / layout.weight_file
         self._state: dict[str, torch.Tensor] | None = None
 
     def _weights(self) -> dict[str, torch.Tensor]:
@@ -176,7 +240,7 @@ class AdapterReader(TensorReader):
     def _factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor, float, bool]:
         mod = self._modules[name]
         st = self._weights()
-        return st[mod["a"]].float(), st[mod["b"]].float(), float(mod["scaling"]), bool(mod["transposed"])
+        return st[mod.a].float(), st[mod.b].float(), mod.scaling, mod.transposed
 
     def _own(self, name: str) -> torch.Tensor:
         """A tensor the adapter file replaces whole (modules_to_save, trained biases, saved embeddings)."""

@@ -8,7 +8,6 @@ documented in docs/diagnosis.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from modeldelta_mcp.diagnosis.fingerprints.adapter import detect_lora_adapter
 from modeldelta_mcp.diagnosis.fingerprints.context import Context
@@ -27,6 +26,7 @@ from modeldelta_mcp.diagnosis.fingerprints.transforms import (
     detect_quantization,
     detect_unrelated,
 )
+from modeldelta_mcp.facts import AdapterFacts
 from modeldelta_mcp.models import Finding, ModuleDelta
 
 # DESIGN.md: diagnostics.method is the first code of this list whose finding holds.
@@ -64,7 +64,7 @@ EXPLAINED_BY_TRANSFORM = {"noise_injection", "lora_merge", "full_finetune", "spa
                           "bias_only", "layer_copy", "pruning"}
 
 
-def detect_all(mods: list[ModuleDelta], adapter: dict[str, Any] | None = None) -> list[Finding]:
+def detect_all(mods: list[ModuleDelta], adapter: AdapterFacts | None = None) -> list[Finding]:
     """Every fingerprint that holds, in precedence order (oq_ratio last)."""
     ctx = Context(mods, adapter)
     found: dict[str, Finding] = {}

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from modeldelta_mcp.facts import AdapterFacts
 from modeldelta_mcp.models import Finding, ModuleDelta
 
 ATTN_ROLES = frozenset({"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv"})
@@ -98,7 +99,7 @@ def family(role: str) -> str:
 @dataclass
 class Context:
     mods: list[ModuleDelta]
-    adapter: dict[str, Any] | None = None
+    adapter: AdapterFacts | None = None
     changed: list[ModuleDelta] = field(init=False)
     changed_matrices: list[ModuleDelta] = field(init=False)
 
