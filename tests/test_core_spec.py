@@ -27,6 +27,7 @@ def _state() -> dict[str, torch.Tensor]:
     ("./org/name", "local", None, None),
     ("a/b/c", "local", None, None),
     ("just-a-name", "local", None, None),
+    ("org/model.gguf", "local", None, None),  # a weights file, even when missing
 ])
 def test_parse_decides_hub_or_path(raw: str, kind: str, repo: str | None, rev: str | None) -> None:
     spec = ModelSpec.parse(raw)

@@ -2,5 +2,6 @@
 
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorReader, TensorRef
 from modeldelta_mcp.sources.resolve import resolve
+from modeldelta_mcp.sources.spec import ModelSpec
 
-__all__ = ["Checkpoint", "TensorReader", "TensorRef", "resolve"]
+__all__ = ["Checkpoint", "ModelSpec", "TensorReader", "TensorRef", "resolve"]

@@ -15,6 +15,9 @@ from modeldelta_mcp.errors import SourceError
 
 # org/name with an optional @revision; a revision may hold slashes (refs/pr/1).
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?(@[\w.\-/]+)?$")
+# A spec naming a weights file is a path even when it is missing (`org/model.gguf` is no repo id): the
+# resolver then says "no such file" instead of asking the hub.
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def looks_like_repo_id(spec: str) -> bool:
@@ -43,8 +46,9 @@ class ModelSpec:
             raise SourceError("model spec is empty")
         path = Path(raw).expanduser()
         # An existing path wins, relative to the working directory: `org/name` may be a local folder.
-        if not path.exists() and looks_like_repo_id(raw) and "/" in raw.split("@", 1)[0]:
-            repo, revision = split_spec(raw)
+        repo, revision = split_spec(raw)
+        if (not path.exists() and looks_like_repo_id(raw) and "/" in repo
+                and not repo.lower().endswith(WEIGHT_FILE_SUFFIXES)):
             return cls(raw=raw, kind="hub", repo_id=repo, revision=revision)
         return cls(raw=raw, kind="local", path=path)
 
