@@ -13,6 +13,7 @@ from modeldelta_mcp.compare import compare, resolve_pair
 from modeldelta_mcp.engine import EngineOptions
 from modeldelta_mcp.engine.journal import Journal, journal_path
 from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.progress import Progress
 
 STOP_AFTER = 7  # tensors finished before the interruption
 
@@ -39,8 +40,8 @@ def test_interrupted_run_resumes_where_it_stopped(qwen_pair: tuple[Path, Path], 
     cancel = threading.Event()
     first: list[str] = []
 
-    def stop_after(done: int, total: int, name: str, bd: int, bt: int) -> None:
-        first.append(name)
+    def stop_after(p: Progress) -> None:
+        first.append(p.name)
         if len(first) >= STOP_AFTER:
             cancel.set()
 
@@ -53,7 +54,7 @@ def test_interrupted_run_resumes_where_it_stopped(qwen_pair: tuple[Path, Path], 
     assert len(journaled) < n_pairs
 
     second: list[str] = []
-    resumed = compare(pair, options, progress=lambda d, t, name, bd, bt: second.append(name), journal_root=root)
+    resumed = compare(pair, options, progress=lambda p: second.append(p.name), journal_root=root)
     assert sorted(second) == sorted(p.name for i, p in enumerate(align(pair.a, pair.b).pairs) if i not in journaled)
     assert not set(second) & set(first), "nothing journaled may be computed again"
     assert not path.exists(), "a finished run removes its journal"
