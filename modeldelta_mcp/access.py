@@ -77,3 +77,16 @@ def check_files(root: Path, files: Iterable[str], roots: list[Path], what: str) 
     """The weight files a checkpoint resolved to must stay inside the roots too (symlinked shards)."""
     for rel in files:
         check_path(root / rel, roots, what)
+
+
+class AllowedRoots:
+    """The report service's access policy for one request: specs and resolved files inside `roots`."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = roots
+
+    def check_spec(self, spec: ModelSpec, what: str) -> None:
+        check_spec(spec, self.roots, what)
+
+    def check_checkpoint(self, root: Path, files: Iterable[str], what: str) -> None:
+        check_files(root, files, self.roots, what)

@@ -1,20 +1,24 @@
-"""Command line: `modeldelta MODEL_A MODEL_B [-o out.json]`, `modeldelta demo`, `modeldelta inspect`."""
+"""Command line: a command group (`compare`, `demo`, `inspect`); `modeldelta A B` means `modeldelta compare A B`."""
 
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NoReturn
 
+import anyio
 import click
 
 from modeldelta_mcp.engine.run import DEFAULT_MEMORY_BUDGET, EngineOptions
 from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.models import ComparisonReport
 from modeldelta_mcp.progress import Progress
 
-OUTPUT_SUFFIXES = {".json", ".html", ".md"}
+FORMAT_LABELS = {"json": "JSON", "md": "Markdown", "html": "HTML", "text": "Text"}
 
 
 def _parse_bytes(text: str) -> int:
@@ -28,105 +32,132 @@ def _parse_bytes(text: str) -> int:
         raise click.BadParameter(f"{text!r} is not a size (e.g. 256M, 1G)", param_hint="--memory-budget") from None
 
 
-class _Progress:
-    """A one-line progress bar on stderr: tensor i of N, bytes, ETA."""
+class ProgressBar:
+    """A rich progress bar on stderr (tensor i of N, bytes, ETA), drawn only on a terminal."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.t0 = time.monotonic()
-        self.last = 0.0
+        from rich import progress as rp
+        from rich.console import Console
 
-    def __call__(self, p: Progress) -> None:
-        if not self.enabled:
+        self.bar: rp.Progress | None = None
+        if enabled:
+            self.bar = rp.Progress(rp.BarColumn(), rp.TextColumn("{task.fields[tensors]} tensors"), rp.DownloadColumn(),
+                                   rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn(),
+                                   rp.TextColumn("{task.fields[tensor]}"), console=Console(stderr=True))
+        self.task: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    async def __call__(self, p: Progress) -> None:
+        if self.bar is None:
             return
-        done, total, name, bytes_done, bytes_total = p.done, p.total, p.name, p.bytes_done, p.bytes_total
-        now = time.monotonic()
-        if done < total and now - self.last < 0.1:
-            return
-        self.last = now
-        elapsed = now - self.t0
-        frac = bytes_done / bytes_total if bytes_total else done / max(1, total)
-        eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
-        width = 24
-        bar = "█" * int(frac * width) + "░" * (width - int(frac * width))
-        short = name if len(name) <= 40 else "…" + name[-39:]
-        line = (f"\r{bar} {done}/{total} tensors  {bytes_done / 1e6:,.0f}/{bytes_total / 1e6:,.0f} MB  "
-                f"{elapsed:.0f}s  ETA {eta:.0f}s  {short:<40}")
-        click.echo(line, err=True, nl=done == total)
+        short = p.name if len(p.name) <= 40 else "…" + p.name[-39:]
+        fields = {"tensors": f"{p.done}/{p.total}", "tensor": short}
+        if self.task is None:
+            self.task = self.bar.add_task("compare", total=p.bytes_total or p.total, **fields)
+        self.bar.update(self.task, completed=p.bytes_done if p.bytes_total else p.done, **fields)
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     click.echo(f"Error: {msg}", err=True)
     sys.exit(1)
 
 
-def run_compare(model_a: str, model_b: str, output: str | None, top_k: int, top_n: int, token: str | None,
-                quiet: bool, spectrum: str, device: str, memory_budget: int, use_cache: bool) -> None:
-    from modeldelta_mcp.compare import compare, resolve_pair
-    from modeldelta_mcp.render.json_report import render_json
-    from modeldelta_mcp.render.text import render_text
-    from modeldelta_mcp.store import ResultStore, atomic_write_text
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """A bad input or an interrupt ends the command with one line on stderr, never a traceback."""
+    try:
+        yield
+    except ModelDeltaError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted")
 
-    if output is not None and Path(output).suffix.lower() not in OUTPUT_SUFFIXES:
-        _fail(f"-o {output}: unknown output format, use .json (.html and .md arrive with the reports feature)")
-    if output is not None and Path(output).suffix.lower() in {".html", ".md"}:
-        _fail(f"-o {output}: HTML and Markdown reports are not built yet; use .json or no -o for the terminal")
-    options = EngineOptions(top_k=top_k, spectrum=spectrum, device=device, memory_budget=memory_budget)
+
+def compute_report(model_a: str, model_b: str, options: EngineOptions, *, token: str | None = None,
+                   quiet: bool = True, use_store: bool = True) -> ComparisonReport:
+    """One comparison through the report service (the store, unless `use_store` is False)."""
+    from modeldelta_mcp.service import ReportService
+    from modeldelta_mcp.store import ResultStore
+
+    async def run() -> ComparisonReport | ModelDeltaError:
+        with ProgressBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+            async with ReportService.open(ResultStore(), token=token, quiet=quiet) as service:
+                try:
+                    return await service.report_for_pair(model_a, model_b, options, sink=bar, use_store=use_store)
+                except ModelDeltaError as exc:
+                    return exc  # raised below: leaving the service's task group would wrap it in an ExceptionGroup
+
+    outcome = anyio.run(run)
+    if isinstance(outcome, ModelDeltaError):
+        raise outcome
+    return outcome
+
+
+def write_output(report: ComparisonReport, output: str | None, top_n: int, quiet: bool) -> None:
+    """The terminal table, or the report written (atomically) in the format of the output file's suffix."""
+    from modeldelta_mcp.render import format_for_path, render_report
+    from modeldelta_mcp.store import atomic_write_text
+
+    if output is None:
+        click.echo(render_report(report, "text", top_n=top_n))
+        return
+    fmt = format_for_path(output)
+    atomic_write_text(Path(output), render_report(report, fmt, top_n=top_n))
+    if not quiet:
+        click.echo(f"{FORMAT_LABELS[fmt]} report saved to {output}", err=True)
+
+
+def run_compare(model_a: str, model_b: str, output: str | None, top_n: int, options: EngineOptions,
+                token: str | None = None, quiet: bool = False, use_store: bool = True) -> None:
+    from modeldelta_mcp.render import format_for_path
+
+    if output is not None:
+        format_for_path(output)  # an unknown suffix fails before the comparison, not after
     if not quiet:
         click.echo(f"modeldelta: {model_a} → {model_b}", err=True)
-    pair = resolve_pair(model_a, model_b, token=token, quiet=quiet)
-    progress = _Progress(enabled=not quiet)
-
-    store = ResultStore() if use_cache else None
-
-    def work():
-        return compare(pair, options, progress=progress, journal_root=store.root if store is not None else None)
-
-    report = store.get_or_compute(pair.report_id(options), work) if store is not None else work()
-    if output is None:
-        click.echo(render_text(report, top_n=top_n))
-    else:
-        atomic_write_text(Path(output), render_json(report))
-        if not quiet:
-            click.echo(f"JSON report saved to {output}", err=True)
+    report = compute_report(model_a, model_b, options, token=token, quiet=quiet, use_store=use_store)
+    write_output(report, output, top_n, quiet)
 
 
-def run_demo(top_n: int) -> None:
-    from modeldelta_mcp.demo import build_demo_pair
+class DefaultToCompare(click.Group):
+    """`modeldelta A B ...` runs `compare A B ...`: anything that is not a subcommand (or the group's help)
+    starts a comparison. `modeldelta compare inspect demo` compares directories named like subcommands."""
 
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="modeldelta-demo-") as tmp:
-        click.echo("Building the demo pair (tiny Llama-named transformer, real gradient steps)...", err=True)
-        build_demo_pair(Path(tmp))
-        os.chdir(tmp)  # short relative specs ("base", "lora_merged") read better in the report
-        try:
-            for variant in ("full_finetune", "lora_merged"):
-                click.echo(f"\n=== demo: base → {variant} ===\n")
-                run_compare("base", variant, None, 20, top_n, None, True, "exact", "auto",
-                            DEFAULT_MEMORY_BUDGET, use_cache=False)
-        finally:
-            os.chdir(cwd)
-
-
-def run_inspect(model: str, token: str | None) -> None:
-    from modeldelta_mcp.inspect import inspect_checkpoint
-
-    click.echo(inspect_checkpoint(model, token=token).model_dump_json(indent=2))
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["compare", *args]
+        return super().parse_args(ctx, args)
 
 
 HELP = """Compare two model checkpoints and diagnose how B was made from A.
 
 \b
   modeldelta MODEL_A MODEL_B [-o report.json]   compare (hub ids, local dirs or files)
+  modeldelta compare MODEL_A MODEL_B [...]      the same, for paths named like a command
   modeldelta demo                               a built-in example pair, no network
   modeldelta inspect MODEL                      headers only: tensors, dtypes, parameters
 """
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DefaultToCompare, help=HELP, context_settings=CONTEXT)
+def main_command() -> None:
+    pass
+
+
+@main_command.command("compare", context_settings=CONTEXT)
 @click.argument("model_a")
-@click.argument("model_b", required=False)
-@click.option("-o", "--output", default=None, help="Output file (.json). Omit for the terminal table.")
+@click.argument("model_b")
+@click.option("-o", "--output", default=None,
+              help="Output file; its suffix picks the format (.json, .md, .html, .txt). Omit for the terminal table.")
 @click.option("--top-k", default=20, show_default=True, type=click.IntRange(1, 10_000),
               help="Top singular values kept per module.")
 @click.option("--top-n", default=20, show_default=True, type=click.IntRange(1), help="Modules in the text table.")
@@ -138,23 +169,44 @@ HELP = """Compare two model checkpoints and diagnose how B was made from A.
 @click.option("--memory-budget", default=f"{DEFAULT_MEMORY_BUDGET // 1024**2}M", show_default=True,
               help="Engine working set (delta blocks in flight and Gram matrices); peak memory ≈ this + ~250 MB.")
 @click.option("--no-cache", is_flag=True, help="Recompute even when the result store has this pair.")
-def main_command(model_a: str, model_b: str | None, output: str | None, top_k: int, top_n: int, token: str | None,
-                 quiet: bool, spectrum: str, device: str, memory_budget: str, no_cache: bool) -> None:
-    try:
-        if model_a == "demo" and model_b is None:
-            run_demo(top_n)
-            return
-        if model_a == "inspect" and model_b is not None:
-            run_inspect(model_b, token)
-            return
-        if model_b is None:
-            raise click.UsageError("MODEL_B is required (or use `modeldelta demo`)")
-        run_compare(model_a, model_b, output, top_k, top_n, token, quiet, spectrum, device,
-                    _parse_bytes(memory_budget), use_cache=not no_cache)
-    except ModelDeltaError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted")
+def compare_command(model_a: str, model_b: str, output: str | None, top_k: int, top_n: int, token: str | None,
+                    quiet: bool, spectrum: str, device: str, memory_budget: str, no_cache: bool) -> None:
+    """Compare MODEL_A with MODEL_B: hub ids (org/name[@rev]), local directories or weight files."""
+    options = EngineOptions(top_k=top_k, spectrum=spectrum, device=device,  # type: ignore[arg-type]  # click.Choice
+                            memory_budget=_parse_bytes(memory_budget))
+    with _user_errors():
+        run_compare(model_a, model_b, output, top_n, options, token=token, quiet=quiet, use_store=not no_cache)
+
+
+@main_command.command("demo", context_settings=CONTEXT)
+@click.option("--top-n", default=20, show_default=True, type=click.IntRange(1), help="Modules in the text table.")
+def demo_command(top_n: int) -> None:
+    """A built-in example pair (tiny transformer, its full fine-tune and a LoRA merge), no network."""
+    from modeldelta_mcp.demo import build_demo_pair
+
+    with _user_errors():
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory(prefix="modeldelta-demo-") as tmp:
+            click.echo("Building the demo pair (tiny Llama-named transformer, real gradient steps)...", err=True)
+            build_demo_pair(Path(tmp))
+            os.chdir(tmp)  # short relative specs ("base", "lora_merged") read better in the report
+            try:
+                for variant in ("full_finetune", "lora_merged"):
+                    click.echo(f"\n=== demo: base → {variant} ===\n")
+                    run_compare("base", variant, None, top_n, EngineOptions(), quiet=True, use_store=False)
+            finally:
+                os.chdir(cwd)
+
+
+@main_command.command("inspect", context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--token", default=None, help="Hugging Face token (or set HF_TOKEN).")
+def inspect_command(model: str, token: str | None) -> None:
+    """What MODEL holds, from its file headers only: tensors, dtypes, parameters, layers, roles."""
+    from modeldelta_mcp.inspection import inspect_checkpoint
+
+    with _user_errors():
+        click.echo(inspect_checkpoint(model, token=token).model_dump_json(indent=2))
 
 
 def main() -> None:

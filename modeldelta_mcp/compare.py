@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import threading
 import time
@@ -29,9 +27,7 @@ from modeldelta_mcp.models import (
 from modeldelta_mcp.progress import ProgressFn
 from modeldelta_mcp.sources import Checkpoint, resolve
 from modeldelta_mcp.sources.spec import ModelSpec
-
-# Options that change the numbers are part of the store key; the device and budget do not.
-KEYED_OPTIONS = ("top_k", "spectrum")
+from modeldelta_mcp.store import PairIdentity
 
 
 @dataclass(frozen=True)
@@ -39,13 +35,14 @@ class ResolvedPair:
     a: Checkpoint
     b: Checkpoint
 
+    def identity(self) -> PairIdentity:
+        return PairIdentity(self.a.identity(), self.b.identity())
+
     def key(self, options: EngineOptions) -> str:
-        opts = {k: v for k, v in asdict(options).items() if k in KEYED_OPTIONS}
-        material = json.dumps([self.a.identity(), self.b.identity(), opts, __version__], sort_keys=True)
-        return hashlib.sha256(material.encode()).hexdigest()
+        return self.identity().key(asdict(options))
 
     def report_id(self, options: EngineOptions) -> str:
-        return self.key(options)[:16]
+        return self.identity().report_id(asdict(options))
 
 
 def resolve_pair(model_a: ModelSpec | str, model_b: ModelSpec | str, token: str | None = None,
@@ -114,13 +111,13 @@ def compare(
     journal_root: Path | None = None,
 ) -> ComparisonReport:
     """`journal_root` (the store root): per-tensor results are journaled there, and a comparison
-    interrupted earlier resumes from them (engine/journal.py)."""
+    interrupted earlier resumes from them (store/journal.py)."""
     t0 = time.perf_counter()
     alignment = align(pair.a, pair.b)
     journal = None
     done: dict = {}
     if journal_root is not None:
-        from modeldelta_mcp.engine.journal import Journal
+        from modeldelta_mcp.store.journal import Journal
 
         journal = Journal.for_key(journal_root, pair.key(options), [p.name for p in alignment.pairs])
         done = journal.load()

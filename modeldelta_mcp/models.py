@@ -1,7 +1,7 @@
-"""Pydantic models: the JSON contracts of ../shared/DESIGN.md.
+"""Pydantic models: the JSON contracts of every answer and of the report (docs/contracts.md).
 
-Fields only grow; never rename. `schemas/` is generated from these models
-(`python -m modeldelta_mcp.schemas`).
+Fields only grow; never rename. `schemas/` (`python -m modeldelta_mcp.schemas`) and docs/contracts.md
+(`python -m modeldelta_mcp.contracts`) are generated from these models.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ class LayerRow(_Model):
 
 
 class Finding(_Model):
-    code: str = Field(description="Stable identifier agents branch on (DESIGN.md finding codes).")
+    code: str = Field(description="Stable identifier agents branch on (docs/contracts.md lists every code and its "
+                      "evidence keys).")
     category: str
     severity: Severity
     title: str
@@ -114,7 +115,8 @@ class Finding(_Model):
 
 class Diagnostics(_Model):
     profile_tag: ProfileTag
-    method: str = Field(description="Primary finding code by the DESIGN.md precedence list.")
+    method: str = Field(description="Primary finding code: the first method code, in the precedence order of "
+                        "docs/contracts.md, whose finding holds.")
     summary: str
     findings: list[Finding]
 

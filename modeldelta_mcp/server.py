@@ -6,17 +6,12 @@ answer models (models.py) give the output schemas, and every answer also carries
 """
 
 import inspect
-import os
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
-import anyio.to_thread
 import click
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
@@ -24,11 +19,10 @@ from mcp_types import CallToolResult, ListRootsResult, TextContent, ToolAnnotati
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from modeldelta_mcp import __version__, answers
-from modeldelta_mcp.access import check_files, check_spec, default_roots, roots_from_uris
+from modeldelta_mcp.access import AllowedRoots, check_spec, default_roots, roots_from_uris
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import (
     CompareSummary,
-    ComparisonReport,
     DiagnosisAnswer,
     InspectAnswer,
     LayerProfileAnswer,
@@ -36,15 +30,13 @@ from modeldelta_mcp.models import (
     SpectrumMode,
     TopModulesAnswer,
 )
-from modeldelta_mcp.progress import Progress, ProgressFn
-from modeldelta_mcp.sources.spec import ModelSpec as ParsedModelSpec  # the Annotated ModelSpec below is a tool argument
-from modeldelta_mcp.store import REPORT_ID_PATTERN, JobRunner, ResultStore, check_report_id, pair_key
+from modeldelta_mcp.progress import Progress
+from modeldelta_mcp.service import ReportService
+from modeldelta_mcp.store import REPORT_ID_PATTERN, ResultStore
 
 # Seconds a comparison keeps running after its last waiting request was cancelled or timed out, so that
 # the client can call again and join it instead of starting over. 0 stops the work at once.
 DEFAULT_CANCEL_GRACE_S = 120.0
-# Test hook: seconds to sleep after each tensor, so tests can cancel or join a comparison mid-way.
-TEST_DELAY_ENV = "MODELDELTA_MCP_TEST_DELAY_S"
 
 INSTRUCTIONS = """\
 modeldelta answers "what changed between checkpoint A and checkpoint B, and how was B made from A?"
@@ -90,8 +82,7 @@ class ServerConfig:
 
 @dataclass
 class AppState:
-    store: ResultStore
-    jobs: JobRunner
+    service: ReportService
     roots: list[Path]
 
 
@@ -154,27 +145,14 @@ def _result(answer: BaseModel, text: str) -> CallToolResult:
                           structured_content=answer.model_dump(mode="json"))
 
 
-def _test_delay() -> float:
-    try:
-        return max(0.0, float(os.environ.get(TEST_DELAY_ENV, "0")))
-    except ValueError:
-        return 0.0
-
-
 def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
     config = config or ServerConfig()
     static_roots = default_roots(config.allow_paths)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        store = ResultStore(config.cache_dir)
-        async with anyio.create_task_group() as tg:
-            jobs = JobRunner(store, tg, config.cancel_grace)
-            try:
-                yield AppState(store=store, jobs=jobs, roots=static_roots)
-            finally:
-                jobs.cancel_all()  # the worker threads check this between blocks
-                tg.cancel_scope.cancel()
+        async with ReportService.open(ResultStore(config.cache_dir), cancel_grace=config.cancel_grace) as service:
+            yield AppState(service=service, roots=static_roots)
 
     server = ModelDeltaMCP("modeldelta", title="modeldelta: checkpoint diff and diagnosis",
                            instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan, log_level="WARNING")
@@ -196,10 +174,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
                        report_id: str | None) -> ListRoots | None:
         specs = [model_a, model_b]
         if report_id and not (model_a and model_b):
-            try:
-                ref = _state(ctx).store.lookup(check_report_id(report_id))
-            except ModelDeltaError:
-                ref = None
+            ref = _state(ctx).service.pair_of(report_id)
             if ref is not None:
                 specs = [ref.model_a, ref.model_b]
         return _needs_client_roots(ctx, specs)
@@ -213,10 +188,11 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
     def _state(ctx: Context) -> AppState:
         return ctx.request_context.lifespan_context
 
-    def _roots(state: AppState, client: ListRootsResult | None) -> list[Path]:
-        return state.roots + (roots_from_uris(str(r.uri) for r in client.roots) if client else [])
+    def _access(ctx: Context, client: ListRootsResult | None) -> AllowedRoots:
+        roots = _state(ctx).roots
+        return AllowedRoots(roots + (roots_from_uris(str(r.uri) for r in client.roots) if client else []))
 
-    # ---- getting a report: store, running job, or a new job ----------------------------------------
+    # ---- progress: the running comparison's, as MCP progress notifications ------------------------
 
     def _sink(ctx: Context) -> Callable[[Progress], Any]:
         async def sink(p: Progress) -> None:
@@ -226,85 +202,6 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
                 pass
 
         return sink
-
-    def _compute(pair: Any, options: Any, journal_root: Path) -> Callable[[ProgressFn, threading.Event],
-                                                                           ComparisonReport]:
-        from modeldelta_mcp.compare import compare
-
-        delay = _test_delay()
-
-        def compute(progress: ProgressFn, cancel: threading.Event) -> ComparisonReport:
-            def slowed(p: Progress) -> None:
-                if delay:
-                    time.sleep(delay)
-                progress(p)
-
-            # The journal (in the store) lets a comparison cancelled midway resume where it stopped.
-            return compare(pair, options, progress=slowed if delay else progress, cancel=cancel,
-                           journal_root=journal_root)
-
-        return compute
-
-    async def _resolve(model_a: str, model_b: str, roots: list[Path]) -> Any:
-        from modeldelta_mcp.compare import resolve_pair
-
-        # Parsed once: the access check sees exactly what the resolver will read.
-        spec_a, spec_b = ParsedModelSpec.parse(model_a), ParsedModelSpec.parse(model_b)
-        check_spec(spec_a, roots, "model_a")
-        check_spec(spec_b, roots, "model_b")
-        pair = await anyio.to_thread.run_sync(resolve_pair, spec_a, spec_b, abandon_on_cancel=True)
-        check_files(pair.a.root, pair.a.files, roots, "model_a")
-        check_files(pair.b.root, pair.b.files, roots, "model_b")
-        return pair
-
-    async def _report_for_pair(ctx: Context, model_a: str, model_b: str, roots: list[Path],
-                               top_k: int = 20, spectrum: str = "exact", any_options: bool = False) -> ComparisonReport:
-        from modeldelta_mcp.engine import EngineOptions
-
-        state = _state(ctx)
-        pair = await _resolve(model_a, model_b, roots)
-        options = EngineOptions(top_k=top_k, spectrum=spectrum)  # type: ignore[arg-type]
-        report_id = pair.report_id(options)
-        if any_options and state.jobs.running(report_id) is None and await state.jobs.cached(report_id) is None:
-            # Reading tools accept a report of this pair made under other options (e.g. top_k=50).
-            latest = await anyio.to_thread.run_sync(state.store.latest_for_pair, pair_key(pair))
-            report = await state.jobs.cached(latest) if latest else None
-            if report is not None:
-                return report
-        await anyio.to_thread.run_sync(state.store.remember, pair, options)
-        return await state.jobs.run(report_id, _compute(pair, options, state.store.root), _sink(ctx))
-
-    async def _report_for_id(ctx: Context, report_id: str, roots: list[Path]) -> ComparisonReport:
-        from modeldelta_mcp.engine import EngineOptions
-
-        state = _state(ctx)
-        check_report_id(report_id)
-        report = await state.jobs.cached(report_id)
-        if report is not None:
-            return report
-        job = state.jobs.running(report_id)
-        if job is not None:
-            return await state.jobs.join(job, _sink(ctx))
-        ref = state.store.lookup(report_id)
-        if ref is None:
-            raise ModelDeltaError(f"report_id {report_id}: unknown here; call compare_checkpoints(model_a, model_b)")
-        pair = await _resolve(ref.model_a, ref.model_b, roots)
-        options = EngineOptions(top_k=ref.top_k, spectrum=ref.spectrum)  # type: ignore[arg-type]
-        if pair.report_id(options) != report_id:
-            raise ModelDeltaError(f"report_id {report_id}: the checkpoints changed since it was computed; "
-                                  "call compare_checkpoints again")
-        return await state.jobs.run(report_id, _compute(pair, options, state.store.root), _sink(ctx))
-
-    async def _report(ctx: Context, model_a: str | None, model_b: str | None, report_id: str | None,
-                      roots: list[Path]) -> ComparisonReport:
-        if report_id:
-            if not (model_a and model_b) or _state(ctx).store.lookup(report_id) is not None:
-                return await _report_for_id(ctx, report_id, roots)
-        if model_a and model_b:
-            return await _report_for_pair(ctx, model_a, model_b, roots, any_options=True)
-        if model_a or model_b:
-            raise ModelDeltaError("give both model_a and model_b (or a report_id)")
-        raise ModelDeltaError("give model_a and model_b, or the report_id from compare_checkpoints")
 
     # ---- tools ------------------------------------------------------------------------------------
 
@@ -329,9 +226,12 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         arguments: it joins the comparison already running. Next: get_diagnosis (full evidence),
         top_changed_modules (per-tensor detail), layer_profile (per-layer heatmap), or read report_uri.
         """
+        from modeldelta_mcp.engine import EngineOptions
+
         with _tool_errors():
-            report = await _report_for_pair(ctx, model_a, model_b, _roots(_state(ctx), client_roots),
-                                            top_k=top_k, spectrum=spectrum)
+            report = await _state(ctx).service.report_for_pair(
+                model_a, model_b, EngineOptions(top_k=top_k, spectrum=spectrum), access=_access(ctx, client_roots),
+                sink=_sink(ctx))
             answer = answers.summary(report)
             return _result(answer, answers.summary_text(answer))
 
@@ -351,7 +251,8 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         first, like compare_checkpoints. Next: top_changed_modules or layer_profile to check the evidence.
         """
         with _tool_errors():
-            report = await _report(ctx, model_a, model_b, report_id, _roots(_state(ctx), client_roots))
+            report = await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
+                                                      sink=_sink(ctx))
             answer = answers.diagnosis(report)
             return _result(answer, answers.diagnosis_text(answer))
 
@@ -375,7 +276,8 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         report_id from compare_checkpoints, or the same model_a/model_b. Cheap when the pair was already compared.
         """
         with _tool_errors():
-            report = await _report(ctx, model_a, model_b, report_id, _roots(_state(ctx), client_roots))
+            report = await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
+                                                      sink=_sink(ctx))
             answer = answers.top_modules(report, n, sort_by, role, include_forensics)
             return _result(answer, answers.top_modules_text(answer))
 
@@ -394,7 +296,8 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         Cheap when the pair was already compared.
         """
         with _tool_errors():
-            report = await _report(ctx, model_a, model_b, report_id, _roots(_state(ctx), client_roots))
+            report = await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
+                                                      sink=_sink(ctx))
             answer = answers.layer_profile(report)
             return _result(answer, answers.layer_profile_text(answer))
 
@@ -409,15 +312,10 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         files): architecture, weight files, tensor and parameter counts, dtypes, layers, tensors per role and
         the largest tensors. Use it to check a path or repo id before compare_checkpoints.
         """
-        from modeldelta_mcp.inspect import describe
-        from modeldelta_mcp.sources import resolve
+        from modeldelta_mcp.inspection import describe
 
         with _tool_errors():
-            roots = _roots(_state(ctx), client_roots)
-            spec = ParsedModelSpec.parse(model)
-            check_spec(spec, roots, "model")
-            ckpt = await anyio.to_thread.run_sync(resolve, spec, abandon_on_cancel=True)
-            check_files(ckpt.root, ckpt.files, roots, "model")
+            ckpt = await _state(ctx).service.resolve_one(model, _access(ctx, client_roots))
             answer = describe(ckpt)
             return _result(answer, answers.inspect_text(answer))
 
@@ -428,7 +326,8 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
     async def report_resource(report_id: str, ctx: Context) -> str:
         """The full ComparisonReport (every module, layer rows, diagnostics) as JSON (schemas/report.schema.json)."""
         try:
-            report = await _report_for_id(ctx, report_id, _state(ctx).roots)
+            report = await _state(ctx).service.report_for_id(report_id, access=AllowedRoots(_state(ctx).roots),
+                                                             sink=_sink(ctx))
         except ModelDeltaError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         return report.model_dump_json(indent=2)

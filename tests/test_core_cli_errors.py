@@ -140,3 +140,28 @@ def test_nan_and_inf_become_a_warning_finding(tmp_cache: Path, good: Path, tmp_p
     assert by_name["model.norm.weight"].nonfinite == 0
     up_mod = by_name["model.layers.0.mlp.up_proj.weight"]
     assert up_mod.effective_rank is not None and up_mod.frob_norm > 0
+
+
+# ---- the command group ---------------------------------------------------------------------------
+
+
+def test_directories_named_like_subcommands_can_be_compared(tmp_cache: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    save_checkpoint(tmp_path / "inspect", tiny(0), config=TINY_CONFIG)
+    save_checkpoint(tmp_path / "demo", tiny(1), config=TINY_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    for argv in (["compare", "inspect", "demo"], ["./inspect", "./demo"]):
+        out = tmp_path / f"{argv[0].strip('./')}.json"
+        result = invoke(*argv, "-o", str(out))
+        assert result.exit_code == 0, result.stderr
+        report = ComparisonReport.model_validate_json(out.read_text())
+        assert (Path(report.model_a).name, Path(report.model_b).name) == ("inspect", "demo")
+        assert report.totals.n_changed > 0
+    # The bare form is `compare`; `inspect MODEL` is the subcommand.
+    result = CliRunner().invoke(main_command, ["inspect", "demo"])
+    assert result.exit_code == 0, result.stderr
+    assert '"n_tensors": 3' in result.stdout
+
+
+def test_an_unknown_output_suffix_fails_before_comparing(tmp_cache: Path, good: Path, tmp_path: Path) -> None:
+    assert_one_line_error(invoke(str(good), str(good), "-o", str(tmp_path / "r.pdf")), "r.pdf", "unknown output format")

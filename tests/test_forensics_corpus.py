@@ -17,6 +17,7 @@ from _forensics_corpus import BERT_CASE_NAMES, QWEN_CASE_NAMES, Approx, Case, bu
 from safetensors.torch import load_file
 
 from modeldelta_mcp.compare import compare, resolve_pair
+from modeldelta_mcp.diagnosis.codes import unregistered
 from modeldelta_mcp.engine import EngineOptions
 from modeldelta_mcp.models import ComparisonReport, Diagnostics, Finding
 
@@ -50,6 +51,9 @@ def _finding(diag: Diagnostics, code: str) -> Finding:
 
 def check_case(case: Case) -> None:
     diag = report_of(case).diagnostics
+    for f in diag.findings:  # the contract (docs/contracts.md) lists every code and evidence key emitted
+        assert unregistered(f.code, f.category, list(f.evidence)) is None, unregistered(f.code, f.category,
+                                                                                         list(f.evidence))
     codes = [f.code for f in diag.findings if f.category == "method"]
     assert diag.method == case.method, f"{case.name}: method {diag.method}, findings {codes}"
     primary = _finding(diag, case.method)

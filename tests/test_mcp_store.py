@@ -20,7 +20,7 @@ from modeldelta_mcp.models import (
     Totals,
 )
 from modeldelta_mcp.progress import Progress, ProgressFn
-from modeldelta_mcp.store import JobRunner, ResultStore, atomic_write_text, check_report_id
+from modeldelta_mcp.store import JobRunner, PairIdentity, ResultStore, atomic_write_text, check_report_id
 
 RID = "0123456789abcdef"
 pytestmark = pytest.mark.timeout(120)
@@ -55,7 +55,7 @@ class Steps:
                 if cancel.is_set():
                     self.stopped_at = i
                     raise ModelDeltaError("comparison cancelled")
-            progress(Progress(done=i + 1, total=self.n, name=f"t{i}", bytes_done=i + 1, bytes_total=self.n))
+            progress(Progress(i + 1, self.n, f"t{i}", i + 1, self.n))
         return fake_report(self.report_id)
 
     def release(self, k: int = 1) -> None:
@@ -97,28 +97,14 @@ def test_report_ids_are_validated_before_they_touch_a_path(tmp_path: Path) -> No
             check_report_id(bad)
 
 
-def test_the_blocking_front_door_computes_concurrent_identical_requests_once(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path)
-    steps = Steps(n=3)
-    out: list[ComparisonReport] = []
-    threads = [threading.Thread(target=lambda: out.append(store.get_or_compute(
-        RID, lambda: steps(lambda *a: None, threading.Event())))) for _ in range(3)]
-    for t in threads:
-        t.start()
-    steps.release(3)
-    for t in threads:
-        t.join(timeout=30)
-    assert len(out) == 3 and steps.calls == 1 and store.computations == 1
-    assert store.get_or_compute(RID, lambda: pytest.fail("recomputed")) == fake_report()
-
-
-def test_the_compute_log_records_each_computation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    log = tmp_path / "log"
-    monkeypatch.setenv("MODELDELTA_COMPUTE_LOG", str(log))
-    store = ResultStore(tmp_path)
-    store.get_or_compute(RID, fake_report)
-    store.get_or_compute(RID, fake_report)
-    assert [line.split()[:2] for line in log.read_text().splitlines()] == [[RID, "start"], [RID, "done"]]
+def test_a_pair_identity_keys_only_the_options_that_change_the_numbers() -> None:
+    pair = PairIdentity("a" * 64, "b" * 64)
+    base = pair.report_id({"top_k": 20, "spectrum": "exact", "device": "cpu", "memory_budget": 1})
+    assert base == pair.report_id({"top_k": 20, "spectrum": "exact", "device": "cuda", "memory_budget": 2})
+    assert check_report_id(base) == base == pair.key({"top_k": 20, "spectrum": "exact"})[:16]
+    assert base != pair.report_id({"top_k": 50, "spectrum": "exact"})
+    assert base != PairIdentity("b" * 64, "a" * 64).report_id({"top_k": 20, "spectrum": "exact"})
+    assert pair.pair_key != PairIdentity("b" * 64, "a" * 64).pair_key and len(pair.pair_key) == 16
 
 
 # ---- JobRunner ----------------------------------------------------------------------------------------
@@ -132,6 +118,32 @@ async def _until(cond: Callable[[], bool]) -> None:
     with anyio.fail_after(120):  # generous: only a hang should trip it on a loaded CI machine
         while not cond():
             await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_the_compute_log_records_each_computation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "log"
+    monkeypatch.setenv("MODELDELTA_COMPUTE_LOG", str(log))
+    async with anyio.create_task_group() as tg:
+        runner = JobRunner(ResultStore(tmp_path), tg, cancel_grace=0)
+        await runner.run(RID, lambda p, c: fake_report())
+        await runner.run(RID, lambda p, c: pytest.fail("recomputed"))
+    assert [line.split()[:2] for line in log.read_text().splitlines()] == [[RID, "start"], [RID, "done"]]
+
+
+@pytest.mark.anyio
+async def test_a_job_that_does_not_persist_neither_reads_nor_writes_the_store(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    first, second = Steps(n=2), Steps(n=2)
+    first.release(2)
+    second.release(2)
+    async with anyio.create_task_group() as tg:
+        runner = JobRunner(store, tg, cancel_grace=0)
+        assert await runner.run(RID, first, persist=False) == fake_report()
+        assert store.get(RID) is None, "written to the store"
+        store.put(fake_report())
+        assert await runner.run(RID, second, persist=False) == fake_report()
+    assert first.calls == second.calls == 1 and store.computations == 2
 
 
 @pytest.mark.anyio
@@ -206,7 +218,7 @@ async def test_an_abandoned_job_is_cancelled_after_the_grace(tmp_path: Path) -> 
 
 @pytest.mark.anyio
 async def test_a_failed_job_fails_every_waiter_and_the_next_call_starts_afresh(tmp_path: Path) -> None:
-    def broken(progress: Callable[..., None], cancel: threading.Event) -> ComparisonReport:
+    def broken(progress: ProgressFn, cancel: threading.Event) -> ComparisonReport:
         raise ModelDeltaError("/m/model.safetensors: not a readable safetensors file")
 
     async with anyio.create_task_group() as tg:

@@ -11,9 +11,9 @@ from _perf_pairs import tiny_qwen_pair
 from modeldelta_mcp.align import align
 from modeldelta_mcp.compare import compare, resolve_pair
 from modeldelta_mcp.engine import EngineOptions
-from modeldelta_mcp.engine.journal import Journal, journal_path
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.progress import Progress
+from modeldelta_mcp.store.journal import Journal, journal_path
 
 STOP_AFTER = 7  # tensors finished before the interruption
 

@@ -29,7 +29,7 @@ from modeldelta_mcp.diagnosis.fingerprints.transforms import (
 from modeldelta_mcp.facts import AdapterFacts
 from modeldelta_mcp.models import Finding, ModuleDelta
 
-# DESIGN.md: diagnostics.method is the first code of this list whose finding holds.
+# diagnostics.method is the first code of this list whose finding holds (docs/contracts.md).
 PRECEDENCE = [
     "identical", "unrelated_models", "precision_change", "quantization_roundtrip", "pruning", "sparse_delta",
     "noise_injection", "layer_copy", "lora_adapter", "lora_merge", "bias_only", "vocab_resized",

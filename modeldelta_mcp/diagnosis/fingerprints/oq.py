@@ -1,4 +1,4 @@
-"""The weight-space O/Q ratio (N. Yudin, 2026; ../shared/reference/oq_ratio_paper_table.csv)."""
+"""The weight-space O/Q ratio ("The Weight-Space O/Q Ratio", N. Yudin, 2026)."""
 
 from __future__ import annotations
 

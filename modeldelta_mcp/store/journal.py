@@ -19,7 +19,7 @@ from typing import IO
 from pydantic import ValidationError
 
 from modeldelta_mcp.models import ModuleDelta
-from modeldelta_mcp.store import atomic_write_text
+from modeldelta_mcp.store.atomic import atomic_write_text
 
 # Lines (tensors) between fsyncs, and the longest a written line waits for one: durability of a 70B run
 # (a few thousand tensors) without an fsync per tensor.
