@@ -154,6 +154,7 @@ def render(results: dict, args, command: str) -> str:
         "Command:",
         "",
         "```",
+        'pip install ".[bench]"   # psutil, for the memory fallback of benchmarks/measure.py',
         command,
         "```",
         "",
