@@ -59,10 +59,11 @@ class ProgressBar:
         if self.bar is None:
             return
         short = p.name if len(p.name) <= 40 else "…" + p.name[-39:]
-        fields = {"tensors": f"{p.done}/{p.total}", "tensor": short}
+        tensors = f"{p.done}/{p.total}"
         if self.task is None:
-            self.task = self.bar.add_task("compare", total=p.bytes_total or p.total, **fields)
-        self.bar.update(self.task, completed=p.bytes_done if p.bytes_total else p.done, **fields)
+            self.task = self.bar.add_task("compare", total=p.bytes_total or p.total, tensors=tensors, tensor=short)
+        self.bar.update(self.task, completed=p.bytes_done if p.bytes_total else p.done, tensors=tensors,
+                        tensor=short)
 
 
 def _fail(msg: str) -> NoReturn:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import click
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
@@ -94,7 +94,8 @@ class ModelDeltaMCP(MCPServer[AppState]):
         super().__init__(*args, **kwargs)
         self.tool_arguments: dict[str, list[str]] = {}
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Context[AppState, Any] | None = None) -> Any:
         expected = self.tool_arguments.get(name)
         unknown = sorted(set(arguments) - set(expected)) if expected is not None else []
         if unknown:
@@ -186,7 +187,8 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         return _needs_client_roots(ctx, [model])
 
     def _state(ctx: Context) -> AppState:
-        return ctx.request_context.lifespan_context
+        # The tools take a bare `Context` (the SDK injects it by that annotation); the lifespan above made it.
+        return cast(AppState, ctx.request_context.lifespan_context)
 
     def _access(ctx: Context, client: ListRootsResult | None) -> AllowedRoots:
         roots = _state(ctx).roots

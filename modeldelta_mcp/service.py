@@ -173,6 +173,7 @@ class ReportService:
         from modeldelta_mcp.engine import EngineOptions
 
         pair = await self.resolve_pair(ref.model_a, ref.model_b, access)
+        # The index holds what an EngineOptions held (written by report_for_resolved), a valid SpectrumMode.
         options = EngineOptions(top_k=ref.top_k, spectrum=ref.spectrum)  # type: ignore[arg-type]
         if pair.report_id(options) != report_id:
             raise ModelDeltaError(f"report_id {report_id}: the checkpoints changed since it was computed; "
