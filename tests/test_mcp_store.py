@@ -226,3 +226,18 @@ async def test_a_failed_job_fails_every_waiter_and_the_next_call_starts_afresh(t
         with pytest.raises(ModelDeltaError, match="not a readable"):
             await runner.run(RID, broken)
         assert await runner.run(RID, lambda p, c: fake_report()) == fake_report()
+
+
+def test_the_store_imports_nothing_from_the_pipeline() -> None:
+    import ast
+
+    import modeldelta_mcp.store as store_pkg
+
+    pipeline = ("modeldelta_mcp.compare", "modeldelta_mcp.engine", "modeldelta_mcp.sources", "modeldelta_mcp.diagnosis",
+                "modeldelta_mcp.align", "modeldelta_mcp.service")
+    for path in Path(store_pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            bad = [n for n in names if n.startswith(pipeline)]
+            assert not bad, f"store/{path.name} imports {bad}: the store takes keys and plain data"
