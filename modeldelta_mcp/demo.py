@@ -63,18 +63,32 @@ class LoRALinear(nn.Module):
         return self.base
 
 
+class Attention(nn.Module):
+    """Holds the projections under Llama's names; Block computes with them."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.o_proj = nn.Linear(dim, dim, bias=False)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+
 class Block(nn.Module):
     def __init__(self, dim: int, hidden: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
         self.input_layernorm, self.post_attention_layernorm = RMSNorm(dim), RMSNorm(dim)
-        self.self_attn = nn.Module()
-        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            setattr(self.self_attn, n, nn.Linear(dim, dim, bias=False))
-        self.mlp = nn.Module()
-        self.mlp.gate_proj = nn.Linear(dim, hidden, bias=False)
-        self.mlp.up_proj = nn.Linear(dim, hidden, bias=False)
-        self.mlp.down_proj = nn.Linear(hidden, dim, bias=False)
+        self.self_attn = Attention(dim)
+        self.mlp = MLP(dim, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -88,15 +102,20 @@ class Block(nn.Module):
         return x + m.down_proj(nn.functional.silu(m.gate_proj(h)) * m.up_proj(h))
 
 
+class Body(nn.Module):
+    def __init__(self, dim: int, layers: int, hidden: int, heads: int, vocab: int) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, dim)
+        self.layers = nn.ModuleList(Block(dim, hidden, heads) for _ in range(layers))
+        self.norm = RMSNorm(dim)
+
+
 class TinyLlama(nn.Module):
     """A byte-level causal LM whose state_dict uses Llama tensor names."""
 
     def __init__(self, dim: int = 64, layers: int = 4, hidden: int = 172, heads: int = 4, vocab: int = 256) -> None:
         super().__init__()
-        self.model = nn.Module()
-        self.model.embed_tokens = nn.Embedding(vocab, dim)
-        self.model.layers = nn.ModuleList(Block(dim, hidden, heads) for _ in range(layers))
-        self.model.norm = RMSNorm(dim)
+        self.model = Body(dim, layers, hidden, heads, vocab)
         self.lm_head = nn.Linear(dim, vocab, bias=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from modeldelta_mcp.access import AllowedRoots, check_spec, default_roots, roots
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import (
     CompareSummary,
+    ComparisonReport,
     DiagnosisAnswer,
     InspectAnswer,
     LayerProfileAnswer,
@@ -194,6 +195,12 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         roots = _state(ctx).roots
         return AllowedRoots(roots + (roots_from_uris(str(r.uri) for r in client.roots) if client else []))
 
+    async def _read(ctx: Context, client_roots: ListRootsResult | None, model_a: str | None, model_b: str | None,
+                    report_id: str | None) -> ComparisonReport:
+        """The reading tools' report: by report_id, or for the pair under any options."""
+        return await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
+                                                sink=_sink(ctx))
+
     # ---- progress: the running comparison's, as MCP progress notifications ------------------------
 
     def _sink(ctx: Context) -> Callable[[Progress], Any]:
@@ -253,8 +260,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         first, like compare_checkpoints. Next: top_changed_modules or layer_profile to check the evidence.
         """
         with _tool_errors():
-            report = await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
-                                                      sink=_sink(ctx))
+            report = await _read(ctx, client_roots, model_a, model_b, report_id)
             answer = answers.diagnosis(report)
             return _result(answer, answers.diagnosis_text(answer))
 
@@ -278,8 +284,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         report_id from compare_checkpoints, or the same model_a/model_b. Cheap when the pair was already compared.
         """
         with _tool_errors():
-            report = await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
-                                                      sink=_sink(ctx))
+            report = await _read(ctx, client_roots, model_a, model_b, report_id)
             answer = answers.top_modules(report, n, sort_by, role, include_forensics)
             return _result(answer, answers.top_modules_text(answer))
 
@@ -298,8 +303,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         Cheap when the pair was already compared.
         """
         with _tool_errors():
-            report = await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
-                                                      sink=_sink(ctx))
+            report = await _read(ctx, client_roots, model_a, model_b, report_id)
             answer = answers.layer_profile(report)
             return _result(answer, answers.layer_profile_text(answer))
 

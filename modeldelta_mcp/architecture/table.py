@@ -10,13 +10,16 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import cast, get_args
+
+from modeldelta_mcp.models import Role
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: the lru_caches key on self
 class ArchitectureTable:
     wrapper_prefixes: tuple[str, ...]
     layer_patterns: tuple[re.Pattern[str], ...]
-    role_rules: tuple[tuple[str, re.Pattern[str]], ...]
+    role_rules: tuple[tuple[Role, re.Pattern[str]], ...]
     vocab_axis_roles: dict[str, int]
     tied: tuple[tuple[str, str], ...]
 
@@ -28,7 +31,7 @@ class ArchitectureTable:
         return name
 
     @lru_cache(maxsize=65536)  # noqa: B019 - the table is a process-wide singleton
-    def role(self, name: str) -> str:
+    def role(self, name: str) -> Role:
         key = self.strip(name)
         for role, pattern in self.role_rules:
             if pattern.search(key):
@@ -51,10 +54,13 @@ class ArchitectureTable:
 @lru_cache(maxsize=1)
 def default_table() -> ArchitectureTable:
     raw = json.loads(resources.files("modeldelta_mcp.architecture").joinpath("roles.json").read_text())
+    unknown = sorted({role for role, _ in raw["roles"]} - set(get_args(Role)))
+    if unknown:  # a role the JSON contract (models.Role) does not know would break every answer that names it
+        raise ValueError(f"architecture/roles.json: roles {unknown} are not in models.Role")
     return ArchitectureTable(
         wrapper_prefixes=tuple(raw["wrapper_prefixes"]),
         layer_patterns=tuple(re.compile(p) for p in raw["layer_patterns"]),
-        role_rules=tuple((role, re.compile(p)) for role, p in raw["roles"]),
+        role_rules=tuple((cast(Role, role), re.compile(p)) for role, p in raw["roles"]),
         vocab_axis_roles=dict(raw["vocab_axis_roles"]),
         tied=tuple((a, b) for a, b in raw["tied"]),
     )
