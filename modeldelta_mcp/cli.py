@@ -108,7 +108,7 @@ def write_output(report: ComparisonReport, output: str | None, top_n: int, quiet
     from modeldelta_mcp.store import atomic_write_text
 
     if output is None:
-        click.echo(render_report(report, "text", top_n=top_n))
+        click.echo(render_report(report, "text", top_n=top_n, color=sys.stdout.isatty()))
         return
     fmt = format_for_path(output)
     atomic_write_text(Path(output), render_report(report, fmt, top_n=top_n))
