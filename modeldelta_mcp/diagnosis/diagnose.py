@@ -6,7 +6,7 @@ from modeldelta_mcp.diagnosis import thresholds as T
 from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
 from modeldelta_mcp.diagnosis.profiles import profile_tag, seed_findings
 from modeldelta_mcp.facts import AdapterFacts
-from modeldelta_mcp.models import Diagnostics, Finding, ModuleDelta
+from modeldelta_mcp.models import Diagnostics, Finding, ModuleDelta, ProfileTag
 
 PROFILE_PHRASE = {
     "identical": "bit-identical to",
@@ -44,6 +44,7 @@ def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
     mean_rel = sum(m.frob_norm_relative for m in seed_mods) / max(1, len(seed_mods))
     mean_cos = sum(min(1.0, m.cosine_sim) for m in seed_mods) / max(1, len(seed_mods))
     total = sum(m.frob_norm**2 for m in seed_mods) ** 0.5
+    tag: ProfileTag
     if method == "identical":
         tag = "identical"
         findings = findings + ([nonfinite] if nonfinite else [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from modeldelta_mcp.diagnosis import thresholds as T
-from modeldelta_mcp.models import Finding, ModuleDelta
+from modeldelta_mcp.models import Finding, ModuleDelta, ProfileTag, Severity
 
 ATTN_ROLES = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv"}
 MLP_ROLES = {"mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up"}
@@ -16,7 +16,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / max(1, len(values))
 
 
-def profile_tag(mean_rel: float) -> str:
+def profile_tag(mean_rel: float) -> ProfileTag:
     if mean_rel < T.FROB_SURGICAL:
         return "surgical"
     if mean_rel < T.FROB_STANDARD:
@@ -45,7 +45,7 @@ def u_shape_ratio(norms: dict[int, float]) -> float:
 
 def magnitude_finding(mean_rel: float) -> Finding:
     tag = profile_tag(mean_rel)
-    text = {
+    texts: dict[str, tuple[Severity, str, str]] = {
         "surgical": ("info", "Surgical fine-tuning",
                      f"Mean relative change is very small ({mean_rel:.4f}). Weights barely moved from the "
                      "base: typical of careful SFT with a low learning rate or few steps."),
@@ -58,7 +58,8 @@ def magnitude_finding(mean_rel: float) -> Finding:
         "extreme": ("warning", "Extreme fine-tuning",
                     f"Mean relative change ({mean_rel:.4f}) is very high: continued pre-training, very "
                     "aggressive SFT, or a substantially different model."),
-    }[tag]
+    }
+    text = texts[tag]
     return Finding(code="magnitude", category="magnitude", severity=text[0], title=text[1], detail=text[2],
                    metric_value=mean_rel, evidence={"mean_relative_change": mean_rel, "profile_tag": tag})
 

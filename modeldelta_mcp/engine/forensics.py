@@ -78,8 +78,8 @@ class Chunk:
     raw_b: torch.Tensor
 
 
-def _raw_bytes(t: torch.Tensor) -> np.ndarray:
-    return t.contiguous().reshape(-1).view(torch.uint8).numpy()
+def _raw_bytes(t: torch.Tensor) -> memoryview:
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy().data
 
 
 def _on_grid(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

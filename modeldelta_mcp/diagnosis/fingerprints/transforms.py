@@ -57,8 +57,7 @@ def null_z(m: ModuleDelta) -> float | None:
 
 
 def detect_unrelated(ctx: Context) -> Finding | None:
-    zs = [(m, null_z(m)) for m in ctx.matrices]
-    zs = [(m, z) for m, z in zs if z is not None]
+    zs = [(m, z) for m in ctx.matrices if (z := null_z(m)) is not None]
     total = sum(m.n_params for m, _ in zs)
     if not zs or not ctx.changed:
         return None
