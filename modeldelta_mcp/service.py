@@ -83,39 +83,38 @@ class ReportService:
 
     async def resolve_pair(self, model_a: str, model_b: str, access: Access | None = None) -> ResolvedPair:
         """Both checkpoints resolved (hub download or local headers), each checked before and after."""
+        from modeldelta_mcp.compare import ResolvedPair
         from modeldelta_mcp.sources.spec import ModelSpec
 
-        # Parsed once: the access check sees exactly what the resolver will read.
+        # Parsed once: the access check sees exactly what the resolver will read. Both specs are checked
+        # before either checkpoint is read.
         spec_a, spec_b = ModelSpec.parse(model_a), ModelSpec.parse(model_b)
         if access is not None:
             access.check_spec(spec_a, "model_a")
             access.check_spec(spec_b, "model_b")
-        pair = await anyio.to_thread.run_sync(self._resolve_pair, spec_a, spec_b, abandon_on_cancel=True)
-        if access is not None:
-            access.check_checkpoint(pair.a.root, list(pair.a.files), "model_a")
-            access.check_checkpoint(pair.b.root, list(pair.b.files), "model_b")
-        return pair
+        a = await self._resolve(spec_a, access, "model_a")
+        return ResolvedPair(a, await self._resolve(spec_b, access, "model_b", base=a))
 
-    def _resolve_pair(self, model_a: ModelSpec, model_b: ModelSpec) -> ResolvedPair:
-        from modeldelta_mcp.compare import resolve_pair
-
-        return resolve_pair(model_a, model_b, token=self.token, quiet=self.quiet)
-
-    async def resolve_one(self, model: str, access: Access | None = None, what: str = "model") -> Checkpoint:
+    async def resolve_one(self, model: str, access: Access | None = None, what: str = "model",
+                          base: Checkpoint | None = None) -> Checkpoint:
+        """One checkpoint; `base` is the other side of its pairs (needed to expand a PEFT adapter), so
+        many candidates can be resolved against one base resolved once."""
         from modeldelta_mcp.sources.spec import ModelSpec
 
         spec = ModelSpec.parse(model)
         if access is not None:
             access.check_spec(spec, what)
-        ckpt = await anyio.to_thread.run_sync(self._resolve_one, spec, abandon_on_cancel=True)
-        if access is not None:
-            access.check_checkpoint(ckpt.root, list(ckpt.files), what)
-        return ckpt
+        return await self._resolve(spec, access, what, base)
 
-    def _resolve_one(self, model: ModelSpec) -> Checkpoint:
+    async def _resolve(self, spec: ModelSpec, access: Access | None, what: str,
+                       base: Checkpoint | None = None) -> Checkpoint:
         from modeldelta_mcp.sources import resolve
 
-        return resolve(model, token=self.token, quiet=self.quiet)
+        ckpt = await anyio.to_thread.run_sync(
+            lambda: resolve(spec, token=self.token, quiet=self.quiet, base=base), abandon_on_cancel=True)
+        if access is not None:
+            access.check_checkpoint(ckpt.root, list(ckpt.files), what)  # e.g. a symlinked shard outside the roots
+        return ckpt
 
     def pair_of(self, report_id: str) -> PairRef | None:
         """What a report_id was computed from (None when unknown or malformed)."""
