@@ -24,6 +24,7 @@ from modeldelta_mcp.models import (
     LayerRoleMetrics,
     LayerRow,
     ModuleDelta,
+    QuantGroup,
     Totals,
 )
 from modeldelta_mcp.progress import ProgressFn
@@ -55,10 +56,31 @@ def resolve_pair(model_a: ModelSpec | str, model_b: ModelSpec | str, token: str 
     return ResolvedPair(a, b)
 
 
+def quant_groups(c: Checkpoint) -> list[QuantGroup]:
+    """The quantization schemes a checkpoint declares, per group of tensors (from its index alone)."""
+    index = c.extra.get("quantized")
+    if index is None:
+        return []
+    from modeldelta_mcp.architecture import default_table
+
+    table = default_table()
+    out = []
+    for label, (scheme, refs) in index.schemes().items():
+        roles: dict[str, int] = {}
+        for r in refs:
+            role = table.role(r.name)
+            roles[role] = roles.get(role, 0) + 1
+        out.append(QuantGroup(label=label, format=scheme.format, declared_scheme=scheme.declared,
+                              number_format=scheme.number_format, bits=scheme.bits, group_size=scheme.group_size,
+                              granularity=scheme.granularity, act_order=scheme.act_order, n_tensors=len(refs),
+                              n_params=sum(r.numel for r in refs), roles=dict(sorted(roles.items()))))
+    return out
+
+
 def checkpoint_info(c: Checkpoint) -> CheckpointInfo:
     return CheckpointInfo(source=c.source, id=c.spec, revision=c.revision, files=list(c.files),
                           n_tensors=len(c.tensors), n_params=c.n_params, dtypes=c.dtypes(),
-                          architecture=c.architecture)
+                          architecture=c.architecture, format=c.fmt, quantization=quant_groups(c))
 
 
 def totals(mods: list[ModuleDelta]) -> Totals:
@@ -132,12 +154,14 @@ def compare(
         if journal is not None:
             journal.close()
     mods = run.modules
-    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.adapter)
+    checkpoints = Checkpoints(a=checkpoint_info(pair.a), b=checkpoint_info(pair.b))
+    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.adapter,
+                           quantization=checkpoints.a.quantization + checkpoints.b.quantization)
     report = ComparisonReport(
         report_id=pair.report_id(options),
         model_a=pair.a.spec,
         model_b=pair.b.spec,
-        checkpoints=Checkpoints(a=checkpoint_info(pair.a), b=checkpoint_info(pair.b)),
+        checkpoints=checkpoints,
         n_tensors=len(mods),
         n_skipped=len(alignment.skipped),
         skipped=alignment.skipped,
