@@ -157,7 +157,7 @@ class DequantReader(TensorReader):
     def _plain(self, name: str) -> torch.Tensor:
         ref = self._index.plain[name]
         try:
-            return self._handle(ref.file).get_tensor(ref.stored_name or name)  # type: ignore[attr-defined]
+            return self._handle(ref.file).get_tensor(ref.stored_name or name)
         except SourceError:
             raise
         except Exception as exc:
@@ -171,7 +171,7 @@ class DequantReader(TensorReader):
         path = self._root / entry.ref.file
         try:
             h = self._handle(entry.ref.file)
-            parts = {role: h.get_tensor(stored) for role, stored in entry.parts.items()}  # type: ignore[attr-defined]
+            parts = {role: h.get_tensor(stored) for role, stored in entry.parts.items()}
         except SourceError:
             raise
         except Exception as exc:
@@ -198,7 +198,7 @@ class DequantReader(TensorReader):
         ref = self._index.plain.get(name)
         if ref is not None and len(ref.shape) >= 2:  # a stored tensor: slice the rows out of the file
             h = self._handle(ref.file)
-            t = h.get_slice(ref.stored_name or name)[start:stop]  # type: ignore[attr-defined]
+            t = h.get_slice(ref.stored_name or name)[start:stop]
             return t.reshape(t.shape[0], -1)
         t = self.full(name)
         if t.dim() == 0:
