@@ -132,7 +132,8 @@ def test_gguf_path_in_cli_and_inspect(tiny_models: dict[str, Path], qroot: Path,
     answer = describe(resolve(str(path)))
     assert answer.checkpoint.format == "gguf" and answer.checkpoint.architecture == "Qwen2ForCausalLM"
     group = answer.checkpoint.quantization[0]
-    assert (group.bits, group.group_size, group.n_tensors) == (8, 32, 16)  # 7 matrices in each of 2 layers, embedding, head
+    # 7 matrices in each of 2 layers, the embedding and the head
+    assert (group.bits, group.group_size, group.n_tensors) == (8, 32, 16)
 
 
 def test_gguf_not_a_gguf_file(qroot: Path) -> None:
