@@ -1,25 +1,25 @@
 """GGUF test files written by the `gguf` package's writer from a Hugging Face checkpoint.
 
-Names are mapped forward with gguf's own TensorNameMap (llama.cpp's table, independent of the reader's
-reverse table), and the converter's value changes are applied the way convert_hf_to_gguf.py documents
-them: Llama's Q/K rows permuted per head, Gemma's norms stored as 1 + w. Q8_0 and Q4_0 come from
-gguf.quants; gguf has no Q4_K quantizer, so q4_k_blocks below packs llama.cpp's block_q4_K layout.
+benchmarks/make_gguf.py maps names forward with gguf's own TensorNameMap (llama.cpp's table, independent
+of the reader's reverse table) and applies the converter's value changes (Llama's Q/K rows permuted per
+head, Gemma's norms stored as 1 + w). Q8_0 and Q4_0 come from gguf.quants; gguf has no Q4_K quantizer, so
+q4_k_blocks below packs llama.cpp's block_q4_K layout.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ is a script folder at the repo root, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import make_gguf  # noqa: E402
 
 QK_K = 256
-
-
-def permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """convert_hf_to_gguf.py's LlamaModel.permute: rows (head, 2, d/2) stored as (head, d/2, 2)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def q4_k_blocks(x: np.ndarray) -> np.ndarray:
@@ -49,49 +49,10 @@ def q4_k_blocks(x: np.ndarray) -> np.ndarray:
     return blocks.reshape(rows, (cols // QK_K) * 144)
 
 
-def write_gguf(src: Path, out: Path, arch: str, cfg: dict, qtype: str, keep_float: tuple[str, ...] = ()) -> Path:
-    """Convert a safetensors checkpoint to GGUF: 2-D weights in `qtype`, 1-D tensors in F32."""
-    import gguf
-
-    state = load_file(str(src / "model.safetensors"))
-    arch_enum = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2,
-                 "gemma": gguf.MODEL_ARCH.GEMMA}[arch]
-    n_layers = cfg["num_hidden_layers"]
-    tmap = gguf.get_tensor_name_map(arch_enum, n_layers)
-    writer = gguf.GGUFWriter(str(out), arch)
-    writer.add_block_count(n_layers)
-    writer.add_embedding_length(cfg["hidden_size"])
-    writer.add_feed_forward_length(cfg["intermediate_size"])
-    writer.add_head_count(cfg["num_attention_heads"])
-    writer.add_head_count_kv(cfg["num_key_value_heads"])
-    writer.add_context_length(128)
-    writer.add_layer_norm_rms_eps(1e-6)
-    n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    for name, t in state.items():
-        data = t.to(torch.float32).numpy()
-        if arch == "llama" and name.endswith("q_proj.weight"):
-            data = permute(data, n_head)
-        elif arch == "llama" and name.endswith("k_proj.weight"):
-            data = permute(data, n_kv)
-        if arch == "gemma" and name.endswith("norm.weight"):
-            data = data + 1
-        gname = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
-        assert gname is not None, name
-        if data.ndim == 1 or name in keep_float:
-            writer.add_tensor(gname, data.astype(np.float32))
-            continue
-        if qtype == "Q4_K":
-            writer.add_tensor(gname, q4_k_blocks(data), raw_shape=q4_k_blocks(data).shape,
-                              raw_dtype=gguf.GGMLQuantizationType.Q4_K)
-            continue
-        qt = gguf.GGMLQuantizationType[qtype]
-        packed = gguf.quants.quantize(data, qt)
-        writer.add_tensor(gname, packed, raw_shape=packed.shape, raw_dtype=qt)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
+def write_gguf(src: Path, out: Path, arch: str, cfg: dict, qtype: str) -> Path:
+    """GGUF of a safetensors checkpoint through benchmarks/make_gguf.py; Q4_K packed by q4_k_blocks."""
+    assert cfg["model_type"] == arch
+    return make_gguf.write_gguf(src, out, qtype, encode=q4_k_blocks if qtype == "Q4_K" else None)
 
 
 def hf_config(root: Path) -> dict:
