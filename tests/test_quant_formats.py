@@ -101,10 +101,38 @@ def test_gguf_against_source(tiny_models: dict[str, Path], qroot: Path, arch: st
     assert all(len(mods[n].shape) == 1 for n in ev["kept_tensors"])
     assert all(m.frob_norm_relative < 1e-6 for m in norms)
     assert {w["layer"] for w in ev["worst_layers"]} == {0, 1} and "attn_q" in ev["relative_error_by_role"]
+    assert ev["error_vs_grid"] < 3.0  # a plain quantization of A: no more error than the grid makes
     if arch == "qwen2":
         assert "model.layers.0.self_attn.q_proj.bias" in mods
     info = report.checkpoints.b
     assert info.format == "gguf" and info.quantization[0].declared_scheme == qtype
+
+
+def test_two_quantizations_and_a_quantized_fine_tune(tiny_models: dict[str, Path], qroot: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    src = tiny_models["llama"]
+    q8 = write_gguf(src, qroot / "two-Q8_0.gguf", "llama", hf_config(src), "Q8_0")
+    q4 = write_gguf(src, qroot / "two-Q4_0.gguf", "llama", hf_config(src), "Q4_0")
+    report = _compare(q8, q4)
+    ev = _declared(report)
+    assert report.n_skipped == 0 and (ev["declared_scheme"], ev["declared_scheme_a"]) == ("Q4_0", "Q8_0")
+    # a fine-tune of A (every matrix moved ~5%), then quantized to Q8_0: more error than the grid explains
+    tuned = qroot / "llama-tuned"
+    W.copy_tree(src, tuned)
+    state = load_file(str(tuned / "model.safetensors"))
+    gen = torch.Generator().manual_seed(3)
+    for name, t in state.items():
+        if t.dim() == 2:
+            noise = torch.randn(t.shape, generator=gen) * t.float().std() * 0.05
+            state[name] = (t.float() + noise).to(t.dtype)
+    save_file(state, str(tuned / "model.safetensors"))
+    tq8 = write_gguf(tuned, qroot / "tuned-Q8_0.gguf", "llama", hf_config(tuned), "Q8_0")
+    report = _compare(src, tq8)
+    ev = _declared(report)
+    assert ev["error_vs_grid"] > 3.0
+    assert "a fine-tune of A, then quantized" in next(f.detail for f in report.diagnostics.findings
+                                                       if f.code == "quantization_roundtrip")
 
 
 def test_gguf_rows_are_read_alone(tiny_models: dict[str, Path], qroot: Path) -> None:

@@ -28,6 +28,10 @@ WORST_LAYERS = 3
 # B's error beyond EXCESS_RATIO times it is more change than quantizing A would make: B's source was
 # trained away from A before it was quantized (recipe: fine-tune, then quantization).
 EXCESS_RATIO = 3.0
+# The Gaussian-grid estimate holds for uniform integer grids only (codebooks and float formats space
+# their levels otherwise); per-row or per-tensor scales are taken as groups of this many entries.
+UNIFORM_FORMATS = ("int_symmetric", "int_asymmetric")
+ROW_GROUP = 1024
 
 
 def expected_relative_error(bits: int, group: int) -> float:
@@ -94,7 +98,8 @@ def detect_declared_quantization(ctx: Context) -> Finding | None:
         kept_roles[m.role] = kept_roles.get(m.role, 0) + 1
     by_role, worst = _layer_errors(quantized)
     rel = median(m.frob_norm_relative for m in quantized)
-    expected = expected_relative_error(main.bits, main.group_size or 128) if main.bits else None
+    uniform = main.number_format in UNIFORM_FORMATS and main.bits
+    expected = expected_relative_error(main.bits or 0, main.group_size or ROW_GROUP) if uniform else None
     excess = rel / expected if expected else None
     declared = sorted({groups[k].declared_scheme for k in used})
     evidence: dict[str, Any] = {
