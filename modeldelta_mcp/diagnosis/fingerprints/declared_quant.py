@@ -94,8 +94,9 @@ def detect_declared_quantization(ctx: Context) -> Finding | None:
     consistency = "inconsistent" if bad else ("consistent" if good else "unchecked")
     kept = [m for m in ctx.mods if m.quant_b is None and m.n_params > 1]
     kept_roles: dict[str, int] = {}
-    for m in kept:
-        kept_roles[m.role] = kept_roles.get(m.role, 0) + 1
+    for m in kept:  # biases carry their module's role: name them apart from the module's weight
+        key = f"{m.role} bias" if m.name.endswith("bias") else m.role
+        kept_roles[key] = kept_roles.get(key, 0) + 1
     by_role, worst = _layer_errors(quantized)
     rel = median(m.frob_norm_relative for m in quantized)
     uniform = main.number_format in UNIFORM_FORMATS and main.bits
