@@ -3,8 +3,9 @@
 - bitsandbytes: by transformers + bitsandbytes themselves (from_pretrained with a BitsAndBytesConfig on
   CPU, then save_pretrained).
 - compressed-tensors: by the compressed-tensors library (its qparams and per-module compressors).
-- GPTQ (AutoGPTQ "gptq" format, zero points stored minus one) and AWQ (AutoAWQ GEMM): gptqmodel and
-  AutoAWQ need CUDA kernels to install, so their documented layouts are packed here with round-to-nearest
+- GPTQ (AutoGPTQ "gptq" format, zero points stored minus one) and AWQ (AutoAWQ GEMM): gptqmodel (a source
+  build pinning numpy 2.2) and llmcompressor (pinning an older transformers) would downgrade the test
+  environment and AutoAWQ is CUDA-only, so their documented layouts are packed here with round-to-nearest
   values (the reader does not care how the integers were chosen).
 - FP8 with weight_scale_inv (DeepSeek-V3 layout, 128×128 blocks) or weight_scale (per tensor / per
   channel): torch's float8 cast, the layout written here.
