@@ -246,6 +246,8 @@ def test_compressed_tensors_against_source(minilm_dir: Path, qroot: Path, fmt: s
     b = resolve(str(dst))
     module = QUERY[: -len(".weight")]
     assert torch.allclose(b.open().full(QUERY), W.decompress_reference(dst, module), atol=1e-6)
+    if fmt == "int-quantized":  # compared in test_declared_bits_contradicted_by_values
+        return
     ev = _declared(_compare(minilm_dir, dst))
     assert (ev["format"], ev["declared_scheme"], ev["bits"], ev["group_size"]) == ("compressed-tensors", fmt, bits,
                                                                                    group)
@@ -264,13 +266,24 @@ def test_declared_bits_contradicted_by_values(minilm_dir: Path, qroot: Path) -> 
 
 @pytest.mark.parametrize("granularity", ["block", "channel", "tensor"])
 def test_fp8_against_source(minilm_dir: Path, qroot: Path, granularity: str) -> None:
+    from safetensors.torch import load_file
+
     dst = W.write_fp8(minilm_dir, qroot / f"fp8-{granularity}", granularity)
     b = resolve(str(dst))
     assert b.fmt == "fp8"
-    ev = _declared(_compare(minilm_dir, dst))
+    stored = load_file(str(dst / "model.safetensors"))
+    scale = stored[QUERY + ("_scale_inv" if granularity == "block" else "_scale")]
+    w = stored[QUERY].float()
+    want = w * (scale.repeat_interleave(128, 0).repeat_interleave(128, 1)[: w.shape[0], : w.shape[1]]
+                if granularity == "block" else scale)
+    assert torch.equal(b.open().full(QUERY), want)
     gran = {"block": "per_block", "channel": "per_row", "tensor": "per_tensor"}[granularity]
+    if granularity != "block":  # one comparison is enough to check the diagnosis; the others check values
+        return
+    ev = _declared(_compare(minilm_dir, dst))
     assert (ev["format"], ev["number_format"], ev["granularity"]) == ("fp8", "fp8_e4m3", gran)
     assert 0 < ev["median_relative_error"] < 0.05  # e4m3 keeps 3 mantissa bits: ~2% RMS
+    assert ev["error_vs_grid"] is None  # a float grid: the uniform-grid estimate does not apply
 
 
 # ---- bad input ---------------------------------------------------------------------------------------
