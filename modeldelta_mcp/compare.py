@@ -58,14 +58,14 @@ def resolve_pair(model_a: ModelSpec | str, model_b: ModelSpec | str, token: str 
 
 def quant_groups(c: Checkpoint) -> list[QuantGroup]:
     """The quantization schemes a checkpoint declares, per group of tensors (from its index alone)."""
-    index = c.extra.get("quantized")
-    if index is None:
-        return []
     from modeldelta_mcp.architecture import default_table
+    from modeldelta_mcp.sources.quantized.formats import DeclaresQuantization
 
+    if not isinstance(c.format, DeclaresQuantization):
+        return []
     table = default_table()
     out = []
-    for label, (scheme, refs) in index.schemes().items():
+    for label, (scheme, refs) in c.format.schemes().items():
         roles: dict[str, int] = {}
         for r in refs:
             role = table.role(r.name)

@@ -1,9 +1,9 @@
 """Quantized checkpoints as they ship, read by dequantizing one weight at a time.
 
-`index_quantized` reads the scheme a safetensors checkpoint declares (config.json `quantization_config`,
-AutoGPTQ's quantize_config.json, or FP8 tensors with their scales) and returns the index of Hugging Face
-weights it holds; `load_gguf_index` does the same for a .gguf file. An unsupported scheme is a one-line
-SourceError naming it.
+`index_quantized` reads the scheme a safetensors checkpoint declares (config.json `quantization_config` or
+AutoGPTQ's quantize_config.json) and returns the index of Hugging Face weights it holds; `load_gguf_index`
+does the same for a .gguf file. An unsupported scheme is a one-line SourceError naming it. formats.py
+registers both as WeightFormats.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from modeldelta_mcp.errors import SourceError
-from modeldelta_mcp.sources.checkpoint import TensorReader, TensorRef
+from modeldelta_mcp.sources.checkpoint import TensorRef
 from modeldelta_mcp.sources.jsonfile import read_json_object
-from modeldelta_mcp.sources.quantized.base import DequantReader, QuantIndex, QuantScheme
-from modeldelta_mcp.sources.quantized.gguf import GGUFIndex, GGUFTensorReader, load_gguf_index
+from modeldelta_mcp.sources.quantized.base import QuantIndex, QuantScheme
+from modeldelta_mcp.sources.quantized.gguf import GGUFIndex, load_gguf_index
 
 # AutoGPTQ (and gptqmodel for compatibility) also write the scheme to this side file.
 GPTQ_SIDE_CONFIG = "quantize_config.json"
 SUPPORTED_METHODS = ("gptq", "awq", "bitsandbytes", "compressed-tensors", "fp8", "fbgemm_fp8")
-# Tensor-name suffixes that only packed formats write: their presence without a declared scheme is an error.
-PACKED_SUFFIXES = (".qweight", ".weight_packed", ".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4")
 
 
 def declared_config(root: Path, config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -36,18 +34,8 @@ def declared_config(root: Path, config: dict[str, Any] | None) -> dict[str, Any]
     return None
 
 
-def index_quantized(root: Path, stored: dict[str, TensorRef], config: dict[str, Any] | None) -> QuantIndex | None:
-    """The dequantizing index of a safetensors checkpoint, or None when it holds plain float weights."""
-    from modeldelta_mcp.sources.quantized.fp8 import has_fp8_weights, index_fp8
-
-    qc = declared_config(root, config)
-    if qc is None:
-        if has_fp8_weights(stored):
-            return index_fp8(stored, root, {})
-        packed = next((n for n in stored if n.endswith(PACKED_SUFFIXES)), None)
-        if packed is not None:
-            raise SourceError(f"{root}: packed quantized tensor {packed} but no quantization_config in config.json")
-        return None
+def index_quantized(root: Path, stored: dict[str, TensorRef], qc: dict[str, Any]) -> QuantIndex:
+    """The dequantizing index of a safetensors checkpoint under its declared quantization config."""
     method = str(qc.get("quant_method") or "").lower()
     if method == "gptq":
         from modeldelta_mcp.sources.quantized.gptq_awq import index_gptq
@@ -66,15 +54,11 @@ def index_quantized(root: Path, stored: dict[str, TensorRef], config: dict[str, 
 
         return index_compressed(stored, root, qc)
     if method in ("fp8", "fbgemm_fp8"):
+        from modeldelta_mcp.sources.quantized.fp8 import index_fp8
+
         return index_fp8(stored, root, qc)
     raise SourceError(f"{root}: unsupported quantization scheme {method or '(unnamed)'!r} in quantization_config "
                       f"(supported: {', '.join(SUPPORTED_METHODS)}, and GGUF files)")
 
 
-def open_quantized(root: Path, index: QuantIndex | GGUFIndex) -> TensorReader:
-    if isinstance(index, GGUFIndex):
-        return GGUFTensorReader(index)
-    return DequantReader(root, index)
-
-
-__all__ = ["GGUFIndex", "QuantIndex", "QuantScheme", "index_quantized", "load_gguf_index", "open_quantized"]
+__all__ = ["GGUFIndex", "QuantIndex", "QuantScheme", "declared_config", "index_quantized", "load_gguf_index"]

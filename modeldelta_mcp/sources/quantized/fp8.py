@@ -24,11 +24,6 @@ SCALE_SUFFIXES = ("_scale_inv", "_scale")
 DEFAULT_BLOCK = 128
 
 
-def has_fp8_weights(stored: dict[str, TensorRef]) -> bool:
-    return any(r.dtype in FP8_DTYPES and any(f"{n}{s}" in stored for s in SCALE_SUFFIXES)
-               for n, r in stored.items())
-
-
 def _granularity(w: TensorRef, s: TensorRef, block: tuple[int, int] | None) -> tuple[str, tuple[int, int] | None]:
     out = w.shape[0]
     cols = w.numel // max(1, out)
