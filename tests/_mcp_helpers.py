@@ -80,7 +80,7 @@ def build_workspace(base: Path, minilm_dir: Path) -> Workspace:
 
 
 def server_env(cache: Path, log: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT"}}
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT", "PYTHONPATH"}}
     env.update(MODELDELTA_CACHE_DIR=str(cache), MODELDELTA_COMPUTE_LOG=str(log), HF_HUB_OFFLINE="1",
                MODELDELTA_MCP_TEST_DELAY_S=TEST_DELAY_S)
     env.update(extra)

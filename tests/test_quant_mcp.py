@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -35,8 +34,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 async def test_gguf_file_is_a_model_spec(pair: tuple[Path, Path], tmp_path: Path, anyio_backend: str) -> None:
     base, gguf_path = pair
-    # PYTHONPATH carries a worktree's package into the server, as it does for the other subprocess tests.
-    env = server_env(tmp_path / "cache", tmp_path / "compute.log", PYTHONPATH=os.environ.get("PYTHONPATH", ""))
+    env = server_env(tmp_path / "cache", tmp_path / "compute.log")
     params = StdioServerParameters(command=server_script(), args=["--allow-path", str(base.parent)], env=env,
                                    cwd=str(tmp_path))
     async with Client(params, read_timeout_seconds=CALL_TIMEOUT_S) as client:
