@@ -310,3 +310,24 @@ def test_unsupported_scheme_is_named(minilm_dir: Path, qroot: Path) -> None:
     (dst / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SourceError, match=r"unsupported quantization scheme 'hqq'"):
         resolve(str(dst))
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"])
+def test_gguf_names_invert_llama_cpp_table(arch: str) -> None:
+    """Every Hugging Face name llama.cpp's own table (gguf.TensorNameMap) maps forward comes back."""
+    import gguf
+    from modeldelta_mcp.sources.quantized.gguf_names import ARCHITECTURES, hf_name
+
+    names = ARCHITECTURES[arch]
+    gguf_arch = "LLAMA" if arch == "mistral" else arch.upper()  # the converter writes Mistral as llama
+    tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, gguf_arch), 3)
+    hf = [f"model.layers.2.{m}.{p}" for m in set(names.block.values()) for p in ("weight", "bias")]
+    hf += ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    checked = 0
+    for name in hf:
+        stored = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        if stored is None:  # a module this architecture does not have (Gemma 2 has no q_norm)
+            continue
+        assert hf_name(names, stored) == name, (stored, name)
+        checked += 1
+    assert checked >= 9 + 3  # at least the weights of a block's 9 modules and the 3 global tensors
