@@ -316,6 +316,7 @@ def test_unsupported_scheme_is_named(minilm_dir: Path, qroot: Path) -> None:
 def test_gguf_names_invert_llama_cpp_table(arch: str) -> None:
     """Every Hugging Face name llama.cpp's own table (gguf.TensorNameMap) maps forward comes back."""
     import gguf
+
     from modeldelta_mcp.sources.quantized.gguf_names import ARCHITECTURES, hf_name
 
     names = ARCHITECTURES[arch]
