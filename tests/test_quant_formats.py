@@ -102,6 +102,7 @@ def test_gguf_against_source(tiny_models: dict[str, Path], qroot: Path, arch: st
     assert all(m.frob_norm_relative < 1e-6 for m in norms)
     assert {w["layer"] for w in ev["worst_layers"]} == {0, 1} and "attn_q" in ev["relative_error_by_role"]
     assert ev["error_vs_grid"] < 3.0  # a plain quantization of A: no more error than the grid makes
+    assert ev["kept_changed"] == []
     if arch == "qwen2":
         assert "model.layers.0.self_attn.q_proj.bias" in mods
     info = report.checkpoints.b

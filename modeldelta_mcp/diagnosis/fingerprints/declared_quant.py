@@ -121,6 +121,7 @@ def detect_declared_quantization(ctx: Context) -> Finding | None:
         "n_tensors_kept": len(kept),
         "kept_roles": dict(sorted(kept_roles.items())),
         "kept_tensors": [m.name for m in kept][:20],
+        "kept_changed": [m.name for m in kept if not m.identical][:20],
         "expected_relative_error": expected,
         "error_vs_grid": excess,
     }
@@ -140,8 +141,12 @@ def detect_declared_quantization(ctx: Context) -> Finding | None:
         detail += f"B's values lie on the declared {main.bits}-bit grid."
     else:
         detail += "B's values could not be checked against the declared grid at the engine's tested group sizes."
+    kept_changed = sum(1 for m in kept if not m.identical)
     if excess is not None and excess > EXCESS_RATIO:
         detail += (f" The error is {excess:.1f}x what the grid alone explains: B's source differs from A "
+                   "(a fine-tune of A, then quantized).")
+    elif kept_changed:  # quantizing leaves the unquantized tensors as they were
+        detail += (f" {kept_changed} of the unquantized tensors differ from A: B's source differs from A "
                    "(a fine-tune of A, then quantized).")
     severity = "warning" if consistency == "inconsistent" else "notable"
     return finding("quantization_roundtrip", severity, f"Quantized checkpoint: {title}", detail, evidence,
