@@ -74,7 +74,9 @@ def rtn_groups(w: torch.Tensor, bits: int, group: int, g_idx: torch.Tensor | Non
     return q, scales.half(), zeros, g
 
 
-def write_gptq(src: Path, dst: Path, bits: int = 4, group: int = 128, act_order: bool = False) -> Path:
+def write_gptq(src: Path, dst: Path, bits: int = 4, group: int = 128, act_order: bool = False,
+               v2: bool = False) -> Path:
+    """AutoGPTQ's layout; v2: gptqmodel's internal "gptq_v2" format (zero points stored as they are)."""
     state = load_file(str(src / "model.safetensors"))
     out: dict[str, torch.Tensor] = {}
     for name, t in state.items():
@@ -91,17 +93,18 @@ def write_gptq(src: Path, dst: Path, bits: int = 4, group: int = 128, act_order:
             g_idx = (rank // group).int()
         q, scales, zeros, g = rtn_groups(w, bits, group, g_idx)
         out[f"{prefix}.qweight"] = torch.from_numpy(pack_bits(q.T.numpy(), bits, axis=0))
-        out[f"{prefix}.qzeros"] = torch.from_numpy(pack_bits((zeros - 1).numpy() & (2**bits - 1), bits, axis=1))
+        stored_zeros = zeros if v2 else zeros - 1
+        out[f"{prefix}.qzeros"] = torch.from_numpy(pack_bits(stored_zeros.numpy() & (2**bits - 1), bits, axis=1))
         out[f"{prefix}.scales"] = scales
         out[f"{prefix}.g_idx"] = g.int()
     qcfg = {"quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": act_order, "sym": False,
-            "checkpoint_format": "gptq"}
+            "checkpoint_format": "gptq_v2" if v2 else "gptq"}
     return _write(src, dst, out, qcfg)
 
 
-def fake_quant_gptq(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
+def fake_quant_gptq(w: torch.Tensor, bits: int, group: int, g_idx: torch.Tensor | None = None) -> torch.Tensor:
     """What the GPTQ file above decodes to (for value checks)."""
-    q, scales, zeros, g = rtn_groups(w.float(), bits, group)
+    q, scales, zeros, g = rtn_groups(w.float(), bits, group, g_idx)
     return (scales.float()[g].T * (q - zeros[g].T).float())
 
 
@@ -142,7 +145,7 @@ def write_bnb(src: Path, dst: Path, mode: str) -> Path:
 
 
 def write_compressed(src: Path, dst: Path, fmt: str = "pack-quantized", bits: int = 4, group: int | None = 128,
-                     symmetric: bool = True, declare_bits: int | None = None) -> Path:
+                     symmetric: bool = True, declare_bits: int | None = None, kind: str = "int") -> Path:
     """compressed-tensors: qparams and compression by the library; `declare_bits` writes a config that
     claims other bits than the values hold (a declared-versus-actual mismatch)."""
     from compressed_tensors.compressors import BaseCompressor
@@ -150,7 +153,7 @@ def write_compressed(src: Path, dst: Path, fmt: str = "pack-quantized", bits: in
     from compressed_tensors.quantization.utils import calculate_qparams
 
     strategy = "group" if group else "channel"
-    args = QuantizationArgs(num_bits=bits, type="int", symmetric=symmetric, strategy=strategy, group_size=group)
+    args = QuantizationArgs(num_bits=bits, type=kind, symmetric=symmetric, strategy=strategy, group_size=group)
     scheme = QuantizationScheme(targets=["Linear"], weights=args)
     compressor = BaseCompressor.load_from_registry(fmt)
     state = load_file(str(src / "model.safetensors"))

@@ -194,14 +194,20 @@ def test_gptq_against_source(minilm_dir: Path, qroot: Path) -> None:
 
 @pytest.mark.parametrize("bits", [2, 3, 8])
 def test_gptq_bits_and_act_order(minilm_dir: Path, qroot: Path, bits: int) -> None:
-    dst = W.write_gptq(minilm_dir, qroot / f"gptq{bits}", bits=bits, group=64, act_order=bits == 3)
+    # 3 bits: activation order (scattered g_idx); 8 bits: gptqmodel's gptq_v2 zero points
+    dst = W.write_gptq(minilm_dir, qroot / f"gptq{bits}", bits=bits, group=64, act_order=bits == 3, v2=bits == 8)
     b = resolve(str(dst))
     source = resolve(str(minilm_dir)).open().full(QUERY).float()
     got = b.open().full(QUERY)
+    from safetensors.torch import load_file
+
+    g_idx = load_file(str(dst / "model.safetensors"))[QUERY.replace(".weight", ".g_idx")].long()
+    assert torch.allclose(got, W.fake_quant_gptq(source, bits, 64, g_idx), atol=1e-6)
     rel = float((got - source).norm() / source.norm())
     # error halves per extra bit: 2 bits ~0.4, 3 bits ~0.2, 8 bits ~0.01
     assert rel < {2: 0.6, 3: 0.3, 8: 0.02}[bits]
-    assert b.tensors[QUERY].quant == f"gptq:gptq:{bits}bit:g64" + (":act_order" if bits == 3 else "")
+    declared = "gptq_v2" if bits == 8 else "gptq"
+    assert b.tensors[QUERY].quant == f"gptq:{declared}:{bits}bit:g64" + (":act_order" if bits == 3 else "")
 
 
 def test_awq_against_source(minilm_dir: Path, qroot: Path) -> None:
@@ -238,16 +244,18 @@ def test_bitsandbytes_against_source(minilm_dir: Path, qroot: Path, mode: str) -
     assert 0 < ev["median_relative_error"] < (MAX_REL_8BIT if bits == 8 else MAX_REL_4BIT)
 
 
-@pytest.mark.parametrize("fmt,bits,group,sym", [
-    ("pack-quantized", 4, 128, True), ("pack-quantized", 4, 64, False), ("int-quantized", 8, None, True),
+@pytest.mark.parametrize("fmt,bits,group,sym,kind", [
+    ("pack-quantized", 4, 128, True, "int"), ("pack-quantized", 4, 64, False, "int"),
+    ("int-quantized", 8, None, True, "int"), ("float-quantized", 8, None, True, "float"),
 ])
 def test_compressed_tensors_against_source(minilm_dir: Path, qroot: Path, fmt: str, bits: int, group: int | None,
-                                           sym: bool) -> None:
-    dst = W.write_compressed(minilm_dir, qroot / f"ct-{fmt}-{group}-{sym}", fmt, bits, group, sym)
+                                           sym: bool, kind: str) -> None:
+    dst = W.write_compressed(minilm_dir, qroot / f"ct-{fmt}-{group}-{sym}", fmt, bits, group, sym, kind=kind)
     b = resolve(str(dst))
     module = QUERY[: -len(".weight")]
     assert torch.allclose(b.open().full(QUERY), W.decompress_reference(dst, module), atol=1e-6)
-    if fmt == "int-quantized":  # compared in test_declared_bits_contradicted_by_values
+    if fmt != "pack-quantized":  # int-quantized is compared in test_declared_bits_contradicted_by_values
+        assert b.tensors[QUERY].quant == f"compressed-tensors:{fmt}:8bit:per_row"
         return
     ev = _declared(_compare(minilm_dir, dst))
     assert (ev["format"], ev["declared_scheme"], ev["bits"], ev["group_size"]) == ("compressed-tensors", fmt, bits,

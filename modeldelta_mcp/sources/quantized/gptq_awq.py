@@ -75,8 +75,9 @@ def awq_scheme(cfg: dict[str, Any], where: Path) -> QuantScheme:
     if bits != AWQ_BITS:
         raise SourceError(f"{where}: unsupported AWQ bits {bits} (the GEMM layout packs 4-bit values)")
     group = _int(cfg, "group_size", "q_group_size", default=-1)
-    zp = bool(cfg.get("zero_point", True))
-    return QuantScheme(format="awq", declared="awq", number_format="int_asymmetric" if zp else "int_symmetric",
+    if not cfg.get("zero_point", True):
+        raise SourceError(f"{where}: unsupported AWQ layout without zero points (the GEMM layout stores qzeros)")
+    return QuantScheme(format="awq", declared="awq", number_format="int_asymmetric",
                        bits=bits, group_size=group if group and group > 0 else None,
                        granularity="per_group" if group and group > 0 else "per_row")
 
@@ -141,7 +142,7 @@ def index_gptq(stored: dict[str, TensorRef], root: Path, cfg: dict[str, Any]) ->
     return index
 
 
-def _awq_dequant(n_in: int, n_out: int, group: int | None, zero_point: bool):
+def _awq_dequant(n_in: int, n_out: int, group: int | None):
     reverse = torch.tensor(AWQ_REVERSE)
 
     def unpack(words: torch.Tensor, rows: int) -> torch.Tensor:
@@ -151,22 +152,21 @@ def _awq_dequant(n_in: int, n_out: int, group: int | None, zero_point: bool):
     def dequant(p: dict[str, torch.Tensor]) -> torch.Tensor:
         q = unpack(p["qweight"], n_in)
         s = p["scales"].float()
-        z = unpack(p["qzeros"], s.shape[0]) if zero_point else torch.full_like(q[:1], 1 << (AWQ_BITS - 1))
+        z = unpack(p["qzeros"], s.shape[0])
         g = torch.arange(n_in) // (group or n_in)
-        return (s[g] * (q - z[g] if zero_point else q - z).float()).T
+        return (s[g] * (q - z[g]).float()).T
 
     return dequant
 
 
 def index_awq(stored: dict[str, TensorRef], root: Path, cfg: dict[str, Any]) -> QuantIndex:
     scheme = awq_scheme(cfg, root)
-    zero_point = scheme.number_format == "int_asymmetric"
     index = QuantIndex("awq")
     used: set[str] = set()
     for prefix in _modules(stored):
         qw = _need(stored, root, prefix, "qweight")
         sc = _need(stored, root, prefix, "scales")
-        qz = _need(stored, root, prefix, "qzeros") if zero_point else None
+        qz = _need(stored, root, prefix, "qzeros")
         path = root / qw.file
         if len(qw.shape) != 2 or len(sc.shape) != 2:
             raise corrupt(path, qw.name, f"qweight {list(qw.shape)} and scales {list(sc.shape)} must be 2-D")
@@ -177,15 +177,12 @@ def index_awq(stored: dict[str, TensorRef], root: Path, cfg: dict[str, Any]) -> 
                           f"for {n_out} outputs at {AWQ_BITS} bits")
         if scheme.group_size and groups != math.ceil(n_in / scheme.group_size):
             raise corrupt(path, sc.name, f"{groups} groups for {n_in} inputs at group size {scheme.group_size}")
-        if qz is not None and list(qz.shape) != [groups, packed_len(n_out, AWQ_BITS)]:
+        if list(qz.shape) != [groups, packed_len(n_out, AWQ_BITS)]:
             raise corrupt(path, qz.name, f"shape {list(qz.shape)}, {[groups, packed_len(n_out, AWQ_BITS)]} "
                           f"expected at {AWQ_BITS} bits")
-        parts = {"qweight": qw.name, "scales": sc.name}
-        if qz is not None:
-            parts["qzeros"] = qz.name
+        parts = {"qweight": qw.name, "qzeros": qz.name, "scales": sc.name}
         ref = quant_ref(f"{prefix}.weight", (n_out, n_in), qw.file, qw.name, scheme)
-        index.entries[ref.name] = QuantEntry(ref, parts, scheme, _awq_dequant(n_in, n_out, scheme.group_size,
-                                                                             zero_point))
+        index.entries[ref.name] = QuantEntry(ref, parts, scheme, _awq_dequant(n_in, n_out, scheme.group_size))
         used.update(parts.values())
     _keep_rest(index, stored, used)
     return index
