@@ -145,15 +145,17 @@ def write_bnb(src: Path, dst: Path, mode: str) -> Path:
 
 
 def write_compressed(src: Path, dst: Path, fmt: str = "pack-quantized", bits: int = 4, group: int | None = 128,
-                     symmetric: bool = True, declare_bits: int | None = None, kind: str = "int") -> Path:
+                     symmetric: bool = True, declare_bits: int | None = None, kind: str = "int",
+                     block: int | None = None) -> Path:
     """compressed-tensors: qparams and compression by the library; `declare_bits` writes a config that
     claims other bits than the values hold (a declared-versus-actual mismatch)."""
     from compressed_tensors.compressors import BaseCompressor
     from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
     from compressed_tensors.quantization.utils import calculate_qparams
 
-    strategy = "group" if group else "channel"
-    args = QuantizationArgs(num_bits=bits, type=kind, symmetric=symmetric, strategy=strategy, group_size=group)
+    strategy = "block" if block else ("group" if group else "channel")
+    args = QuantizationArgs(num_bits=bits, type=kind, symmetric=symmetric, strategy=strategy, group_size=group,
+                            block_structure=[block, block] if block else None)
     scheme = QuantizationScheme(targets=["Linear"], weights=args)
     compressor = BaseCompressor.load_from_registry(fmt)
     state = load_file(str(src / "model.safetensors"))
@@ -164,8 +166,12 @@ def write_compressed(src: Path, dst: Path, fmt: str = "pack-quantized", bits: in
             continue
         prefix = name[: -len(".weight")]
         w = t.float()
-        view = w.reshape(w.shape[0], -1, group) if group else w.reshape(w.shape[0], 1, -1)
-        lo, hi = view.amin(dim=2), view.amax(dim=2)
+        if block:
+            view = w.reshape(w.shape[0] // block, block, w.shape[1] // block, block)
+            lo, hi = view.amin(dim=(1, 3)), view.amax(dim=(1, 3))
+        else:
+            view = w.reshape(w.shape[0], -1, group) if group else w.reshape(w.shape[0], 1, -1)
+            lo, hi = view.amin(dim=2), view.amax(dim=2)
         scale, zp = calculate_qparams(lo, hi, args)
         local = {"weight": w, "weight_scale": scale, "weight_zero_point": zp}
         for k, v in compressor.compress(local, scheme).items():

@@ -244,18 +244,20 @@ def test_bitsandbytes_against_source(minilm_dir: Path, qroot: Path, mode: str) -
     assert 0 < ev["median_relative_error"] < (MAX_REL_8BIT if bits == 8 else MAX_REL_4BIT)
 
 
-@pytest.mark.parametrize("fmt,bits,group,sym,kind", [
-    ("pack-quantized", 4, 128, True, "int"), ("pack-quantized", 4, 64, False, "int"),
-    ("int-quantized", 8, None, True, "int"), ("float-quantized", 8, None, True, "float"),
+@pytest.mark.parametrize("fmt,bits,group,sym,kind,block", [
+    ("pack-quantized", 4, 128, True, "int", None), ("pack-quantized", 4, 64, False, "int", None),
+    ("int-quantized", 8, None, True, "int", None), ("float-quantized", 8, None, True, "float", None),
+    ("float-quantized", 8, None, True, "float", 128),
 ])
 def test_compressed_tensors_against_source(minilm_dir: Path, qroot: Path, fmt: str, bits: int, group: int | None,
-                                           sym: bool, kind: str) -> None:
-    dst = W.write_compressed(minilm_dir, qroot / f"ct-{fmt}-{group}-{sym}", fmt, bits, group, sym, kind=kind)
+                                           sym: bool, kind: str, block: int | None) -> None:
+    dst = W.write_compressed(minilm_dir, qroot / f"ct-{fmt}-{group}-{sym}-{block}", fmt, bits, group, sym, kind=kind,
+                             block=block)
     b = resolve(str(dst))
     module = QUERY[: -len(".weight")]
     assert torch.allclose(b.open().full(QUERY), W.decompress_reference(dst, module), atol=1e-6)
     if fmt != "pack-quantized":  # int-quantized is compared in test_declared_bits_contradicted_by_values
-        assert b.tensors[QUERY].quant == f"compressed-tensors:{fmt}:8bit:per_row"
+        assert b.tensors[QUERY].quant == f"compressed-tensors:{fmt}:8bit:" + ("b128" if block else "per_row")
         return
     ev = _declared(_compare(minilm_dir, dst))
     assert (ev["format"], ev["declared_scheme"], ev["bits"], ev["group_size"]) == ("compressed-tensors", fmt, bits,

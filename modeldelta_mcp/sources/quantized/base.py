@@ -44,8 +44,8 @@ class QuantScheme:
         parts = [self.format, self.declared]
         if self.bits:
             parts.append(f"{self.bits}bit")
-        if self.group_size:
-            parts.append(f"g{self.group_size}")
+        if self.group_size:  # b: square blocks of rows × columns; g: runs of a row
+            parts.append(f"{'b' if self.granularity == 'per_block' else 'g'}{self.group_size}")
         elif self.granularity and self.granularity != "per_group":
             parts.append(self.granularity)
         if self.act_order:
