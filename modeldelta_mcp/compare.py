@@ -22,6 +22,7 @@ from modeldelta_mcp.models import (
     LayerRoleMetrics,
     LayerRow,
     ModuleDelta,
+    QuantGroup,
     Totals,
 )
 from modeldelta_mcp.progress import ProgressFn
@@ -52,10 +53,31 @@ def resolve_pair(model_a: ModelSpec | str, model_b: ModelSpec | str, token: str 
     return ResolvedPair(a, b)
 
 
+def quant_groups(c: Checkpoint) -> list[QuantGroup]:
+    """The quantization schemes a checkpoint declares, per group of tensors (from its index alone)."""
+    from modeldelta_mcp.architecture import default_table
+    from modeldelta_mcp.sources.quantized.formats import DeclaresQuantization
+
+    if not isinstance(c.format, DeclaresQuantization):
+        return []
+    table = default_table()
+    out = []
+    for label, (scheme, refs) in c.format.schemes().items():
+        roles: dict[str, int] = {}
+        for r in refs:
+            role = table.role(r.name)
+            roles[role] = roles.get(role, 0) + 1
+        out.append(QuantGroup(label=label, format=scheme.format, declared_scheme=scheme.declared,
+                              number_format=scheme.number_format, bits=scheme.bits, group_size=scheme.group_size,
+                              granularity=scheme.granularity, act_order=scheme.act_order, n_tensors=len(refs),
+                              n_params=sum(r.numel for r in refs), roles=dict(sorted(roles.items()))))
+    return out
+
+
 def checkpoint_info(c: Checkpoint) -> CheckpointInfo:
     return CheckpointInfo(source=c.source, id=c.spec, revision=c.revision, files=list(c.files),
                           n_tensors=len(c.tensors), n_params=c.n_params, dtypes=c.dtypes(),
-                          architecture=c.architecture)
+                          architecture=c.architecture, format=c.fmt, quantization=quant_groups(c))
 
 
 def totals(mods: list[ModuleDelta]) -> Totals:
@@ -129,12 +151,14 @@ def compare(
         if journal is not None:
             journal.close()
     mods = run.modules
-    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.adapter)
+    checkpoints = Checkpoints(a=checkpoint_info(pair.a), b=checkpoint_info(pair.b))
+    diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.adapter,
+                           quantization=checkpoints.a.quantization + checkpoints.b.quantization)
     report = ComparisonReport(
         report_id=pair.report_id(options),
         model_a=pair.a.spec,
         model_b=pair.b.spec,
-        checkpoints=Checkpoints(a=checkpoint_info(pair.a), b=checkpoint_info(pair.b)),
+        checkpoints=checkpoints,
         n_tensors=len(mods),
         n_skipped=len(alignment.skipped),
         skipped=alignment.skipped,

@@ -25,6 +25,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class QuantGroup(_Model):
+    """Tensors a quantized checkpoint stores under one declared scheme (read from its headers and config)."""
+
+    label: str = Field(description="Key of the group; ModuleDelta.quant_a / quant_b name it.")
+    format: str = Field(description="gptq | awq | bitsandbytes | compressed-tensors | fp8 | gguf")
+    declared_scheme: str = Field(description="The file's own name for the scheme (gptq, awq, nf4, int8, "
+                                 "pack-quantized, fp8, Q4_K...).")
+    number_format: str | None = Field(None, description="int_symmetric | int_asymmetric | nf4 | fp4 | fp8_e4m3 | "
+                                      "fp8_e5m2, or null for codebook types without a name here.")
+    bits: int | None = None
+    group_size: int | None = Field(None, description="Entries sharing a scale along a row (null: per row/tensor).")
+    granularity: str | None = Field(None, description="per_tensor | per_row | per_group | per_block")
+    act_order: bool = Field(False, description="Groups follow an activation order (GPTQ desc_act, g_idx).")
+    n_tensors: int
+    n_params: int
+    roles: dict[str, int] = Field(default_factory=dict, description="Tensor count per role.")
+
+
 class CheckpointInfo(_Model):
     source: Literal["local", "hub", "adapter"] = Field(description="Where the weights came from.")
     id: str = Field(description="The spec as given: hub id or local path.")
@@ -34,10 +52,17 @@ class CheckpointInfo(_Model):
     n_params: int
     dtypes: dict[str, int] = Field(description="Tensor count per stored dtype.")
     architecture: str | None = Field(None, description="config.json architectures[0] or model_type.")
+    format: str | None = Field(None, description="On-disk format: safetensors | torch | adapter | gptq | awq | "
+                               "bitsandbytes | compressed-tensors | fp8 | gguf.")
+    quantization: list[QuantGroup] = Field(
+        default_factory=list, description="Declared quantization per tensor group (empty: plain float weights)."
+    )
 
 
 class ModuleDelta(_Model):
-    name: str = Field(description="Tensor name exactly as stored in B (or A when B lacks it).")
+    name: str = Field(description="Tensor name exactly as stored in B (or A when B lacks it); the Hugging Face "
+                      "name for a format read through a name map (GGUF, packed GPTQ/AWQ...).")
+    stored_name: str | None = Field(None, description="The file's own tensor name where it differs from name.")
     role: Role
     layer: int | None
     shape: list[int]
@@ -65,6 +90,8 @@ class ModuleDelta(_Model):
     forensics: dict[str, float] = Field(
         default_factory=dict, description="Counts behind the method fingerprints (docs/diagnosis.md)."
     )
+    quant_a: str | None = Field(None, description="Label of A's declared quantization group, if A is quantized.")
+    quant_b: str | None = Field(None, description="Label of B's declared quantization group, if B is quantized.")
 
 
 class CompactModule(_Model):

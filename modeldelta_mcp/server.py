@@ -50,7 +50,7 @@ comparison. inspect_checkpoint reads headers only and is always cheap."""
 ModelSpec = Annotated[str, Field(
     min_length=1,
     description="Hugging Face repo id ('org/name' or 'org/name@revision'), a local checkpoint directory or "
-                ".safetensors/.bin file (inside the server's allowed roots), or a PEFT adapter directory.",
+                ".safetensors/.bin/.gguf file (inside the server's allowed roots), or a PEFT adapter directory.",
 )]
 OptionalSpec = Annotated[str | None, Field(
     description="Like model_a/model_b of compare_checkpoints. Give both model_a and model_b, or report_id.",

@@ -6,7 +6,7 @@ from modeldelta_mcp.diagnosis import thresholds as T
 from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
 from modeldelta_mcp.diagnosis.profiles import profile_tag, seed_findings
 from modeldelta_mcp.facts import AdapterFacts
-from modeldelta_mcp.models import Diagnostics, Finding, ModuleDelta, ProfileTag
+from modeldelta_mcp.models import Diagnostics, Finding, ModuleDelta, ProfileTag, QuantGroup
 
 PROFILE_PHRASE = {
     "identical": "bit-identical to",
@@ -35,10 +35,11 @@ def nonfinite_finding(mods: list[ModuleDelta]) -> Finding | None:
 
 
 def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
-             adapter: AdapterFacts | None = None) -> Diagnostics:
-    """`adapter`: the facts of a PEFT adapter B (sources/peft_adapter.py), None otherwise."""
+             adapter: AdapterFacts | None = None, quantization: list[QuantGroup] | None = None) -> Diagnostics:
+    """`adapter`: the facts of a PEFT adapter B (sources/peft_adapter.py), None otherwise; `quantization`: the
+    schemes A's and B's files declare (CheckpointInfo.quantization)."""
     seed_mods = seed_set(mods)
-    findings = detect_all(mods, adapter)
+    findings = detect_all(mods, adapter, quantization)
     method = primary_method(findings)
     nonfinite = nonfinite_finding(mods)
     mean_rel = sum(m.frob_norm_relative for m in seed_mods) / max(1, len(seed_mods))

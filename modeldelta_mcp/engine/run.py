@@ -478,6 +478,9 @@ def build_module(pair: TensorPair, acc: DeltaAccumulator, spectral: bool, stats:
         rows_b=pair.rows_b,
         nonfinite=acc.n_nonfinite,
         forensics=acc.forensics(),
+        stored_name=pair.b.stored_name if pair.name == pair.b.name else pair.a.stored_name,
+        quant_a=pair.a.quant,
+        quant_b=pair.b.quant,
     )
     if spectral:
         fields["spectrum"] = options.spectrum

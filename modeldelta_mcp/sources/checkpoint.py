@@ -32,6 +32,9 @@ class TensorRef:
     # The file's own tensor name where the format stores it under another one (GGUF, packed GPTQ/AWQ...);
     # `name` is then the mapped Hugging Face name.
     stored_name: str | None = None
+    # Label of the quantization scheme the file declares for this tensor (QuantScheme.label), None when the
+    # tensor is stored as plain floats; the reader then yields it dequantized.
+    quant: str | None = None
 
     @property
     def numel(self) -> int:

@@ -126,8 +126,9 @@ def _formats() -> list[WeightFormat]:
     """Every format, most specific first: the first that claims a directory reads it. Register a new
     format here (quantized formats before the plain ones whose files they share)."""
     from modeldelta_mcp.sources.peft_adapter import PEFT_ADAPTER
+    from modeldelta_mcp.sources.quantized.formats import GGUF, QUANTIZED
 
-    return [PEFT_ADAPTER, SAFETENSORS, TORCH_BIN]
+    return [PEFT_ADAPTER, QUANTIZED, SAFETENSORS, TORCH_BIN, GGUF]
 
 
 def detect(path: Path) -> tuple[WeightFormat, Path, list[str]]:
@@ -137,7 +138,7 @@ def detect(path: Path) -> tuple[WeightFormat, Path, list[str]]:
         for fmt in formats:
             if fmt.claims_file(path):
                 return fmt, path.parent, [path.name]
-        raise SourceError(f"{path}: not a weights file (.safetensors or .bin)")
+        raise SourceError(f"{path}: not a weights file (.safetensors, .bin or .gguf)")
     for fmt in formats:
         files = fmt.claim(path)
         if files:

@@ -16,7 +16,7 @@ from modeldelta_mcp.sources.spec import ModelSpec
 
 SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
-ALWAYS = ["config.json", "adapter_config.json"]
+ALWAYS = ["config.json", "adapter_config.json", "quantize_config.json"]
 # Exception class names (huggingface_hub moved from requests to httpx) that mean "the hub is out of reach".
 _UNREACHABLE = ("ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "Timeout",
                 "OfflineModeIsEnabled", "ProxyError")

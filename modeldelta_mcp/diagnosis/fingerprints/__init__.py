@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from modeldelta_mcp.diagnosis.fingerprints.adapter import detect_lora_adapter
 from modeldelta_mcp.diagnosis.fingerprints.context import Context
+from modeldelta_mcp.diagnosis.fingerprints.declared_quant import with_declared
 from modeldelta_mcp.diagnosis.fingerprints.oq import detect_oq_ratio
 from modeldelta_mcp.diagnosis.fingerprints.sparsity import detect_pruning, detect_sparse_delta
 from modeldelta_mcp.diagnosis.fingerprints.spectral import detect_full_finetune, detect_lora_merge, detect_noise
@@ -27,7 +28,7 @@ from modeldelta_mcp.diagnosis.fingerprints.transforms import (
     detect_unrelated,
 )
 from modeldelta_mcp.facts import AdapterFacts
-from modeldelta_mcp.models import Finding, ModuleDelta
+from modeldelta_mcp.models import Finding, ModuleDelta, QuantGroup
 
 # diagnostics.method is the first code of this list whose finding holds (docs/contracts.md).
 PRECEDENCE = [
@@ -42,7 +43,7 @@ DETECTORS: dict[str, Detector] = {
     "identical": detect_identical,
     "unrelated_models": detect_unrelated,
     "precision_change": detect_precision_change,
-    "quantization_roundtrip": detect_quantization,
+    "quantization_roundtrip": with_declared(detect_quantization),
     "pruning": detect_pruning,
     "sparse_delta": detect_sparse_delta,
     "noise_injection": detect_noise,
@@ -64,9 +65,10 @@ EXPLAINED_BY_TRANSFORM = {"noise_injection", "lora_merge", "full_finetune", "spa
                           "bias_only", "layer_copy", "pruning"}
 
 
-def detect_all(mods: list[ModuleDelta], adapter: AdapterFacts | None = None) -> list[Finding]:
+def detect_all(mods: list[ModuleDelta], adapter: AdapterFacts | None = None,
+               quantization: list[QuantGroup] | None = None) -> list[Finding]:
     """Every fingerprint that holds, in precedence order (oq_ratio last)."""
-    ctx = Context(mods, adapter)
+    ctx = Context(mods, adapter, list(quantization or []))
     found: dict[str, Finding] = {}
     for code, detect in DETECTORS.items():
         f = detect(ctx)

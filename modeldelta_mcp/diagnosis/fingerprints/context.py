@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldelta_mcp.facts import AdapterFacts
-from modeldelta_mcp.models import Finding, ModuleDelta
+from modeldelta_mcp.models import Finding, ModuleDelta, QuantGroup
 
 ATTN_ROLES = frozenset({"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv"})
 MLP_ROLES = frozenset({"mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up", "router"})
@@ -100,6 +100,7 @@ def family(role: str) -> str:
 class Context:
     mods: list[ModuleDelta]
     adapter: AdapterFacts | None = None
+    quantization: list[QuantGroup] = field(default_factory=list)  # schemes A's and B's files declare
     changed: list[ModuleDelta] = field(init=False)
     changed_matrices: list[ModuleDelta] = field(init=False)
 

@@ -1,0 +1,345 @@
+"""Quantized checkpoints as they ship, compared with their source model (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import _quant_writers as W
+import pytest
+import torch
+from _quant_gguf import hf_config, write_gguf
+from modeldelta_mcp.inspect import describe
+
+from modeldelta_mcp.compare import compare, resolve_pair
+from modeldelta_mcp.engine import EngineOptions
+from modeldelta_mcp.errors import SourceError
+from modeldelta_mcp.models import ComparisonReport
+from modeldelta_mcp.sources import resolve
+
+pytestmark = pytest.mark.slow
+QUERY = "encoder.layer.0.attention.self.query.weight"
+# Relative error of round-to-nearest 4-bit weights of MiniLM (per group of 128 or block of 64): a few
+# percent; 8-bit: a fraction of a percent. Bounds with margin, to catch a misdecoded tensor (error ~1).
+MAX_REL_4BIT = 0.15
+MAX_REL_8BIT = 0.02
+
+
+def _compare(a: str | Path, b: str | Path) -> ComparisonReport:
+    return compare(resolve_pair(str(a), str(b)), EngineOptions(spectrum="off"))
+
+
+def _declared(report: ComparisonReport) -> dict:
+    f = next(f for f in report.diagnostics.findings if f.code == "quantization_roundtrip")
+    return f.evidence
+
+
+@pytest.fixture(scope="session")
+def qroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("quant")
+
+
+# ---- GGUF -----------------------------------------------------------------------------------------
+
+
+def _tiny(kind: str, root: Path) -> Path:
+    from transformers import GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    # hidden 256: a multiple of the K-quants' 256-entry super-block; 4 heads of 64, 2 KV heads (GQA).
+    kw = dict(vocab_size=320, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128)
+    cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+           "gemma": (GemmaConfig, GemmaForCausalLM)}[kind]
+    extra = {"head_dim": 64} if kind == "gemma" else {}
+    model = cls[1](cls[0](**kw, **extra, tie_word_embeddings=kind == "gemma")).to(torch.bfloat16)
+    if kind == "gemma":  # Gemma's norms start at 0 (it scales by 1 + w): give them values to carry
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.data.normal_(0, 0.1)
+    out = root / kind
+    model.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(qroot: Path) -> dict[str, Path]:
+    return {k: _tiny(k, qroot) for k in ("llama", "qwen2", "gemma")}
+
+
+@pytest.mark.parametrize("arch,qtype,bits,group", [
+    ("llama", "Q8_0", 8, 32), ("llama", "Q4_0", 4, 32), ("llama", "Q4_K", 4, 32),
+    ("qwen2", "Q8_0", 8, 32), ("gemma", "Q8_0", 8, 32),
+])
+def test_gguf_against_source(tiny_models: dict[str, Path], qroot: Path, arch: str, qtype: str, bits: int,
+                             group: int) -> None:
+    src = tiny_models[arch]
+    gguf_path = write_gguf(src, qroot / f"{arch}-{qtype}.gguf", arch, hf_config(src), qtype)
+    b = resolve(str(gguf_path))
+    assert b.fmt == "gguf" and b.config and b.config["num_hidden_layers"] == 2
+    assert b.tensors["model.layers.0.self_attn.q_proj.weight"].stored_name == "blk.0.attn_q.weight"
+    report = _compare(src, gguf_path)
+    assert report.n_skipped == 0 and report.n_tensors == len(resolve(str(src)).tensors)
+    assert report.diagnostics.method == "quantization_roundtrip"
+    ev = _declared(report)
+    assert (ev["declared_scheme"], ev["bits"], ev["group_size"], ev["consistency"]) == (qtype, bits, group,
+                                                                                      "consistent")
+    limit = MAX_REL_8BIT if bits == 8 else MAX_REL_4BIT
+    mods = {m.name: m for m in report.modules}
+    q = mods["model.layers.1.self_attn.q_proj.weight"]
+    k = mods["model.layers.1.self_attn.k_proj.weight"]
+    # Q and K read back in Hugging Face row order: their error is the grid's, like every other weight
+    # (rows left permuted would be a different matrix, relative error ~1.4).
+    assert q.stored_name == "blk.1.attn_q.weight" and q.quant_b == f"gguf:{qtype}:{bits}bit:g{group}"
+    assert 0 < q.frob_norm_relative < limit and 0 < k.frob_norm_relative < limit
+    assert all(m.frob_norm_relative < limit for m in report.modules)
+    # norms (and Qwen2's biases) are stored as F32, unquantized: equal to the source, Gemma's 1 + w undone
+    norms = [m for m in report.modules if m.role == "norm"]
+    assert norms and ev["kept_roles"]["norm"] == len(norms)
+    assert all(len(mods[n].shape) == 1 for n in ev["kept_tensors"])
+    assert all(m.frob_norm_relative < 1e-6 for m in norms)
+    assert {w["layer"] for w in ev["worst_layers"]} == {0, 1} and "attn_q" in ev["relative_error_by_role"]
+    assert ev["error_vs_grid"] < 3.0  # a plain quantization of A: no more error than the grid makes
+    assert ev["kept_changed"] == []
+    if arch == "qwen2":
+        assert "model.layers.0.self_attn.q_proj.bias" in mods
+    info = report.checkpoints.b
+    assert info.format == "gguf" and info.quantization[0].declared_scheme == qtype
+
+
+def test_two_quantizations_and_a_quantized_fine_tune(tiny_models: dict[str, Path], qroot: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    src = tiny_models["llama"]
+    q8 = write_gguf(src, qroot / "two-Q8_0.gguf", "llama", hf_config(src), "Q8_0")
+    q4 = write_gguf(src, qroot / "two-Q4_0.gguf", "llama", hf_config(src), "Q4_0")
+    report = _compare(q8, q4)
+    ev = _declared(report)
+    assert report.n_skipped == 0 and (ev["declared_scheme"], ev["declared_scheme_a"]) == ("Q4_0", "Q8_0")
+    # a fine-tune of A (every matrix moved ~5%), then quantized to Q8_0: more error than the grid explains
+    tuned = qroot / "llama-tuned"
+    W.copy_tree(src, tuned)
+    state = load_file(str(tuned / "model.safetensors"))
+    gen = torch.Generator().manual_seed(3)
+    for name, t in state.items():
+        if t.dim() == 2:
+            noise = torch.randn(t.shape, generator=gen) * t.float().std() * 0.05
+            state[name] = (t.float() + noise).to(t.dtype)
+    save_file(state, str(tuned / "model.safetensors"))
+    tq8 = write_gguf(tuned, qroot / "tuned-Q8_0.gguf", "llama", hf_config(tuned), "Q8_0")
+    report = _compare(src, tq8)
+    ev = _declared(report)
+    assert ev["error_vs_grid"] > 3.0
+    assert "a fine-tune of A, then quantized" in next(f.detail for f in report.diagnostics.findings
+                                                       if f.code == "quantization_roundtrip")
+
+
+def test_gguf_rows_are_read_alone(tiny_models: dict[str, Path], qroot: Path) -> None:
+    """Row reads of a permuted, quantized tensor equal the same rows of the whole tensor."""
+    src = tiny_models["llama"]
+    path = qroot / "llama-rows.gguf"
+    write_gguf(src, path, "llama", hf_config(src), "Q4_0")
+    reader = resolve(str(path)).open()
+    name = "model.layers.0.self_attn.k_proj.weight"
+    whole = reader.full(name)
+    assert torch.equal(reader.rows(name, 37, 101), whole[37:101])
+    assert torch.equal(reader.cols(name, 5, 9), whole[:, 5:9])
+
+
+def test_gguf_path_in_cli_and_inspect(tiny_models: dict[str, Path], qroot: Path, tmp_cache: Path) -> None:
+    src = tiny_models["qwen2"]
+    path = write_gguf(src, qroot / "cli-Q8_0.gguf", "qwen2", hf_config(src), "Q8_0")
+    out = qroot / "cli.json"
+    res = subprocess.run([sys.executable, "-m", "modeldelta_mcp.cli", str(src), str(path), "-q", "-o", str(out),
+                          "--spectrum", "off"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert report["diagnostics"]["method"] == "quantization_roundtrip"
+    assert report["checkpoints"]["b"]["quantization"][0]["declared_scheme"] == "Q8_0"
+    answer = describe(resolve(str(path)))
+    assert answer.checkpoint.format == "gguf" and answer.checkpoint.architecture == "Qwen2ForCausalLM"
+    group = answer.checkpoint.quantization[0]
+    # 7 matrices in each of 2 layers, the embedding and the head
+    assert (group.bits, group.group_size, group.n_tensors) == (8, 32, 16)
+
+
+def test_gguf_not_a_gguf_file(qroot: Path) -> None:
+    bad = qroot / "bad.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    with pytest.raises(SourceError, match=r"bad.gguf: not a readable GGUF file") as err:
+        resolve(str(bad))
+    assert "\n" not in str(err.value)
+
+
+# ---- safetensors-based formats of MiniLM -----------------------------------------------------------
+
+
+def test_gptq_against_source(minilm_dir: Path, qroot: Path) -> None:
+    dst = W.write_gptq(minilm_dir, qroot / "gptq", bits=4, group=128)
+    b = resolve(str(dst))
+    ref = b.tensors[QUERY]
+    assert (ref.stored_name, ref.shape, ref.quant) == ("encoder.layer.0.attention.self.query.qweight", (384, 384),
+                                                       "gptq:gptq:4bit:g128")
+    source = resolve(str(minilm_dir)).open().full(QUERY)
+    assert torch.allclose(b.open().full(QUERY), W.fake_quant_gptq(source, 4, 128), atol=1e-6)
+    report = _compare(minilm_dir, dst)
+    ev = _declared(report)
+    assert report.diagnostics.method == "quantization_roundtrip"
+    assert (ev["format"], ev["bits"], ev["group_size"], ev["consistency"]) == ("gptq", 4, 128, "consistent")
+    assert ev["n_tensors"] == 36 and "embed" in ev["kept_roles"] and "norm" in ev["kept_roles"]
+    assert 0 < ev["median_relative_error"] < MAX_REL_4BIT
+
+
+@pytest.mark.parametrize("bits", [2, 3, 8])
+def test_gptq_bits_and_act_order(minilm_dir: Path, qroot: Path, bits: int) -> None:
+    # 3 bits: activation order (scattered g_idx); 8 bits: gptqmodel's gptq_v2 zero points
+    dst = W.write_gptq(minilm_dir, qroot / f"gptq{bits}", bits=bits, group=64, act_order=bits == 3, v2=bits == 8)
+    b = resolve(str(dst))
+    source = resolve(str(minilm_dir)).open().full(QUERY).float()
+    got = b.open().full(QUERY)
+    from safetensors.torch import load_file
+
+    g_idx = load_file(str(dst / "model.safetensors"))[QUERY.replace(".weight", ".g_idx")].long()
+    assert torch.allclose(got, W.fake_quant_gptq(source, bits, 64, g_idx), atol=1e-6)
+    rel = float((got - source).norm() / source.norm())
+    # error halves per extra bit: 2 bits ~0.4, 3 bits ~0.2, 8 bits ~0.01
+    assert rel < {2: 0.6, 3: 0.3, 8: 0.02}[bits]
+    declared = "gptq_v2" if bits == 8 else "gptq"
+    assert b.tensors[QUERY].quant == f"gptq:{declared}:{bits}bit:g64" + (":act_order" if bits == 3 else "")
+
+
+def test_awq_against_source(minilm_dir: Path, qroot: Path) -> None:
+    dst = W.write_awq(minilm_dir, qroot / "awq", group=64)
+    b = resolve(str(dst))
+    source = resolve(str(minilm_dir)).open().full(QUERY)
+    assert torch.allclose(b.open().full(QUERY), W.fake_quant_gptq(source, 4, 64), atol=1e-6)
+    ev = _declared(_compare(minilm_dir, dst))
+    assert (ev["format"], ev["bits"], ev["group_size"], ev["consistency"]) == ("awq", 4, 64, "consistent")
+
+
+@pytest.mark.parametrize("mode", ["nf4", "fp4", "int8"])
+def test_bitsandbytes_against_source(minilm_dir: Path, qroot: Path, mode: str) -> None:
+    try:
+        dst = W.write_bnb(minilm_dir, qroot / f"bnb-{mode}", mode)
+    except Exception as exc:  # the CPU backend of bitsandbytes is recent; say so rather than pass
+        pytest.skip(f"bitsandbytes could not quantize {mode} on this CPU: {exc}")
+    b = resolve(str(dst))
+    assert b.fmt == "bitsandbytes" and b.tensors[QUERY].dtype == "float32"
+    if mode != "int8":
+        import bitsandbytes.functional as F
+        from bitsandbytes.functional import QuantState
+        from safetensors.torch import load_file
+
+        sd = load_file(str(dst / "model.safetensors"))
+        qs = QuantState.from_dict({k[len(QUERY) + 1:]: v for k, v in sd.items() if k.startswith(QUERY + ".")},
+                                  device=torch.device("cpu"))
+        assert torch.equal(b.open().full(QUERY), F.dequantize_4bit(sd[QUERY], qs).float())
+    ev = _declared(_compare(minilm_dir, dst))
+    bits = 8 if mode == "int8" else 4
+    assert (ev["format"], ev["declared_scheme"], ev["bits"]) == ("bitsandbytes", mode, bits)
+    assert ev["consistency"] in ("consistent", "unchecked") and ev["number_format"] == (
+        "int_symmetric" if mode == "int8" else mode)
+    assert 0 < ev["median_relative_error"] < (MAX_REL_8BIT if bits == 8 else MAX_REL_4BIT)
+
+
+@pytest.mark.parametrize("fmt,bits,group,sym,kind,block", [
+    ("pack-quantized", 4, 128, True, "int", None), ("pack-quantized", 4, 64, False, "int", None),
+    ("int-quantized", 8, None, True, "int", None), ("float-quantized", 8, None, True, "float", None),
+    ("float-quantized", 8, None, True, "float", 128),
+])
+def test_compressed_tensors_against_source(minilm_dir: Path, qroot: Path, fmt: str, bits: int, group: int | None,
+                                           sym: bool, kind: str, block: int | None) -> None:
+    dst = W.write_compressed(minilm_dir, qroot / f"ct-{fmt}-{group}-{sym}-{block}", fmt, bits, group, sym, kind=kind,
+                             block=block)
+    b = resolve(str(dst))
+    module = QUERY[: -len(".weight")]
+    assert torch.allclose(b.open().full(QUERY), W.decompress_reference(dst, module), atol=1e-6)
+    if fmt != "pack-quantized":  # int-quantized is compared in test_declared_bits_contradicted_by_values
+        assert b.tensors[QUERY].quant == f"compressed-tensors:{fmt}:8bit:" + ("b128" if block else "per_row")
+        return
+    ev = _declared(_compare(minilm_dir, dst))
+    assert (ev["format"], ev["declared_scheme"], ev["bits"], ev["group_size"]) == ("compressed-tensors", fmt, bits,
+                                                                                   group)
+    assert ev["consistency"] == "consistent"
+
+
+def test_declared_bits_contradicted_by_values(minilm_dir: Path, qroot: Path) -> None:
+    """A file whose config says 4 bits but whose int8 values use the full 8-bit range."""
+    dst = W.write_compressed(minilm_dir, qroot / "ct-lying", "int-quantized", 8, None, True, declare_bits=4)
+    report = _compare(minilm_dir, dst)
+    ev = _declared(report)
+    assert ev["bits"] == 4 and ev["consistency"] == "inconsistent" and ev["inconsistent_tensors"]
+    f = next(f for f in report.diagnostics.findings if f.code == "quantization_roundtrip")
+    assert f.severity == "warning" and "contradict" in f.detail
+
+
+@pytest.mark.parametrize("granularity", ["block", "channel", "tensor"])
+def test_fp8_against_source(minilm_dir: Path, qroot: Path, granularity: str) -> None:
+    from safetensors.torch import load_file
+
+    dst = W.write_fp8(minilm_dir, qroot / f"fp8-{granularity}", granularity)
+    b = resolve(str(dst))
+    assert b.fmt == "fp8"
+    stored = load_file(str(dst / "model.safetensors"))
+    scale = stored[QUERY + ("_scale_inv" if granularity == "block" else "_scale")]
+    w = stored[QUERY].float()
+    want = w * (scale.repeat_interleave(128, 0).repeat_interleave(128, 1)[: w.shape[0], : w.shape[1]]
+                if granularity == "block" else scale)
+    assert torch.equal(b.open().full(QUERY), want)
+    gran = {"block": "per_block", "channel": "per_row", "tensor": "per_tensor"}[granularity]
+    if granularity != "block":  # one comparison is enough to check the diagnosis; the others check values
+        return
+    ev = _declared(_compare(minilm_dir, dst))
+    assert (ev["format"], ev["number_format"], ev["granularity"]) == ("fp8", "fp8_e4m3", gran)
+    assert 0 < ev["median_relative_error"] < 0.05  # e4m3 keeps 3 mantissa bits: ~2% RMS
+    assert ev["error_vs_grid"] is None  # a float grid: the uniform-grid estimate does not apply
+
+
+# ---- bad input ---------------------------------------------------------------------------------------
+
+
+def test_corrupt_packed_tensor_is_one_line(minilm_dir: Path, qroot: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    dst = W.write_gptq(minilm_dir, qroot / "gptq-corrupt", bits=4, group=128)
+    state = load_file(str(dst / "model.safetensors"))
+    key = "encoder.layer.2.attention.output.dense.qweight"
+    state[key] = state[key][:-3].contiguous()  # rows for fewer inputs than g_idx names
+    save_file(state, str(dst / "model.safetensors"))
+    with pytest.raises(SourceError, match=r"corrupt quantized tensor encoder\.layer\.2\.attention\.output\.dense"
+                                          r"\.qweight \(shape \[45, 384\], \[48, 384\] expected") as err:
+        resolve(str(dst))
+    assert "\n" not in str(err.value)
+
+
+def test_unsupported_scheme_is_named(minilm_dir: Path, qroot: Path) -> None:
+    dst = W.copy_tree(minilm_dir, qroot / "hqq")
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "hqq", "nbits": 4}
+    (dst / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SourceError, match=r"unsupported quantization scheme 'hqq'"):
+        resolve(str(dst))
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"])
+def test_gguf_names_invert_llama_cpp_table(arch: str) -> None:
+    """Every Hugging Face name llama.cpp's own table (gguf.TensorNameMap) maps forward comes back."""
+    import gguf
+
+    from modeldelta_mcp.sources.quantized.gguf_names import ARCHITECTURES, hf_name
+
+    names = ARCHITECTURES[arch]
+    gguf_arch = "LLAMA" if arch == "mistral" else arch.upper()  # the converter writes Mistral as llama
+    tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, gguf_arch), 3)
+    hf = [f"model.layers.2.{m}.{p}" for m in set(names.block.values()) for p in ("weight", "bias")]
+    hf += ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    checked = 0
+    for name in hf:
+        stored = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        if stored is None:  # a module this architecture does not have (Gemma 2 has no q_norm)
+            continue
+        assert hf_name(names, stored) == name, (stored, name)
+        checked += 1
+    assert checked >= 9 + 3  # at least the weights of a block's 9 modules and the 3 global tensors
