@@ -63,6 +63,12 @@ class DeltaAccumulator:
         self.sum_a2 += sa2
         self.sum_b2 += sb2
         sd2 = float(torch.dot(d64, d64))
+        if not math.isfinite(sd2):  # B − A overflowed float32 (entries near ±3.4e38): counted and zeroed too
+            over = ~torch.isfinite(d)
+            self.n_nonfinite += int(over.sum())
+            d = torch.where(over, torch.zeros_like(d), d)
+            d64 = d.double().reshape(-1)
+            sd2 = float(torch.dot(d64, d64))
         self.sum_d2 += sd2
         # 2·a·b = a² + b² − (b − a)²: one dot fewer; the rounding is ~1e-16 of ‖A‖² (cosine error ~1e-16)
         self.sum_ab += 0.5 * (sa2 + sb2 - sd2)

@@ -53,6 +53,8 @@ FLOOR_MARGIN = 2.0
 GRAM_UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}
 DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DECILE_KEYS = tuple(f"sv_q{round(q * 100):02d}" for q in DECILES)
+# sv_cliff where the next σ is zero: any ratio this large already means an exact rank deficiency.
+SV_CLIFF_MAX = 1e300
 
 
 def ulp(x: torch.Tensor, bits: int, min_exp: int) -> torch.Tensor:
@@ -254,7 +256,8 @@ class Forensics:
         out = {"sv_floor": floor, "sv_rank": float(rank), "sv_min": float(asc[0])}
         out.update(dict(zip(DECILE_KEYS, qs, strict=True)))
         if 0 < rank < sigma.numel():
-            out["sv_cliff"] = float(sigma[rank - 1] / max(float(sigma[rank]), 1e-300))
+            # Capped finite (a report is JSON, which has no Infinity): huge weights over a zero σ overflow.
+            out["sv_cliff"] = min(float(sigma[rank - 1]) / max(float(sigma[rank]), 1e-300), SV_CLIFF_MAX)
         self.spectrum = out
 
     @property

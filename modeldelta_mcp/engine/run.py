@@ -129,10 +129,11 @@ def _read(reader: TensorReader, name: str, piece: Block) -> torch.Tensor:
 
 
 def plain_delta(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
-    """B − A in float32 with NaN/Inf entries zeroed, as DeltaAccumulator.add returns it."""
+    """B − A in float32 with NaN/Inf entries (of A, B or an overflowed B − A) zeroed, as DeltaAccumulator.add
+    returns it."""
     a, b = ta.float(), tb.float()
     d = b - a
-    bad = ~(torch.isfinite(a) & torch.isfinite(b))
+    bad = ~torch.isfinite(d)  # a NaN/Inf in A or B makes the difference NaN/Inf too
     if bool(bad.any()):
         d[bad] = 0.0
     return d
@@ -273,7 +274,13 @@ class _EigStage:
                 readers.release()
         finally:
             readers.close()
-        return gram.singular_values()
+        try:
+            sigma = gram.singular_values()
+        except torch.linalg.LinAlgError as exc:
+            raise ModelDeltaError(f"tensor {job.pair.b.name}: singular values did not converge") from exc
+        if not bool(torch.isfinite(sigma).all()):
+            raise ModelDeltaError(f"tensor {job.pair.b.name}: singular values are not finite")
+        return sigma
 
 
 class _Cancelled(Exception):

@@ -127,7 +127,10 @@ def eigvals_batch(grams: list[torch.Tensor]) -> list[torch.Tensor]:
         groups.setdefault((tuple(g.shape), g.dtype, g.device), []).append(i)
     for idx in groups.values():
         batch = grams[idx[0]].unsqueeze(0) if len(idx) == 1 else torch.stack([grams[i] for i in idx])
-        ev = torch.linalg.eigvalsh(batch, UPLO="U").double().cpu()
+        try:
+            ev = torch.linalg.eigvalsh(batch, UPLO="U").double().cpu()
+        except torch.linalg.LinAlgError:  # a float32 Gram overflowed (huge weights): NaN asks for float64
+            ev = torch.full(batch.shape[:2], math.nan, dtype=torch.float64)
         for j, i in enumerate(idx):
             out[i] = ev[j]
     return [e for e in out if e is not None]
@@ -143,6 +146,8 @@ class Spectrum:
 def spectrum_from_eigs(evals: torch.Tensor, trace: float, dtype: torch.dtype) -> Spectrum:
     """σ from Gram eigenvalues, with the test of whether the eigenvalues below the rounding floor matter."""
     lam = evals.double().flip(0)
+    if not (math.isfinite(trace) and bool(torch.isfinite(lam).all())):  # overflowed: recompute in float64
+        return Spectrum(lam.nan_to_num(0.0).clamp_min(0).sqrt(), False, len(lam))
     floor = UNRESOLVED_MARGIN * UNIT_ROUNDOFF[dtype] * max(trace, 0.0)
     sigma = lam.clamp_min(0).sqrt()
     low = lam < floor

@@ -112,8 +112,12 @@ class Checkpoint:
     def architecture(self) -> str | None:
         if not self.config:
             return None
-        archs = self.config.get("architectures") or []
-        return archs[0] if archs else self.config.get("model_type")
+        from modeldelta_mcp.sources.guard import config_str
+
+        archs = self.config.get("architectures")
+        if isinstance(archs, list) and archs and isinstance(archs[0], str):
+            return archs[0]
+        return config_str(self.config, "model_type")
 
     def dtypes(self) -> dict[str, int]:
         out: dict[str, int] = {}

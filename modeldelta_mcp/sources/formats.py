@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources.checkpoint import Checkpoint, Source, TensorReader, TensorRef
+from modeldelta_mcp.sources.guard import shard_names
 from modeldelta_mcp.sources.jsonfile import read_json_object
 
 ST_INDEX = "model.safetensors.index.json"
@@ -64,7 +65,7 @@ def sharded(root: Path, index_name: str) -> list[str]:
     weight_map = read_json_object(root / index_name).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise SourceError(f"{root / index_name}: no weight_map")
-    files = sorted(set(weight_map.values()))
+    files = shard_names(root / index_name, weight_map)
     for rel in files:
         if not (root / rel).is_file():
             raise SourceError(f"{root / rel}: shard named in {index_name} is missing")

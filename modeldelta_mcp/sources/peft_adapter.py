@@ -21,6 +21,7 @@ from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.facts import AdapterFacts, AdapterModule
 from modeldelta_mcp.sources.checkpoint import Checkpoint, Source, TensorReader, TensorRef
 from modeldelta_mcp.sources.formats import WeightFormat
+from modeldelta_mcp.sources.guard import adapter_settings, check_lora_factors, file_error, shown
 from modeldelta_mcp.sources.jsonfile import read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -48,18 +49,16 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
 
 def _open_weights(path: Path) -> dict[str, torch.Tensor]:
     """Adapter weights are small: read them whole (safetensors, or a weights_only torch pickle)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix != ".safetensors":
+        from modeldelta_mcp.sources.torch_files import load_state
 
-            return load_file(str(path))
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        return load_state(path)
+    try:
+        from safetensors.torch import load_file
+
+        return load_file(str(path))  # the library checks the header's offsets against the file
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SourceError(f"{path}: not a readable adapter weights file ({first})") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SourceError(f"{path}: not a state dict of tensors")
-    return state
+        raise file_error(path, "not a readable adapter weights file", exc) from exc
 
 
 def _base_name(base: Checkpoint, module: str, weight: str, adapter_key: str, path: Path) -> str:
@@ -74,7 +73,8 @@ def _base_name(base: Checkpoint, module: str, weight: str, adapter_key: str, pat
     hits = [n for n in base.tensors if table.strip(n) == key]
     if len(hits) == 1:
         return hits[0]
-    raise SourceError(f"{path}: adapter tensor {adapter_key} targets {wanted}, which base {base.spec} does not hold")
+    # The adapter's key is the target's name with PEFT's prefix: the target alone says it within one line.
+    raise SourceError(f"{path}: an adapter tensor targets {shown(wanted)}, which base {base.spec} does not hold")
 
 
 def _core(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -151,20 +151,21 @@ def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: Source 
         raise SourceError(f"{path}: a PEFT adapter can only be model_b; pass its base model as model_a")
     cfg_path = path / ADAPTER_CONFIG
     cfg = read_json_object(cfg_path)
-    peft_type = str(cfg.get("peft_type", "LORA")).upper()
+    settings = adapter_settings(cfg, cfg_path)
+    peft_type = settings["peft_type"]
     if peft_type != "LORA":
         raise SourceError(f"{cfg_path}: peft_type {peft_type} is not supported (LoRA adapters only)")
-    if cfg.get("use_dora"):
+    if settings["use_dora"]:
         raise SourceError(f"{cfg_path}: DoRA adapters (use_dora) are not supported")
     weight_file = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
     if weight_file is None:
         raise SourceError(f"{path}: no adapter weights ({' or '.join(WEIGHT_FILES)})")
     state = _open_weights(weight_file)
 
-    r_default = int(cfg.get("r", 8))
-    alpha_default = float(cfg.get("lora_alpha", r_default))
-    rslora = bool(cfg.get("use_rslora"))
-    fan_in_fan_out = bool(cfg.get("fan_in_fan_out"))
+    r_default = settings["r"]
+    alpha_default = settings["lora_alpha"]
+    rslora = settings["use_rslora"]
+    fan_in_fan_out = settings["fan_in_fan_out"]
     factors: dict[str, dict[str, str]] = {}
     replaced: dict[str, str] = {}
     for key in state:
@@ -172,9 +173,11 @@ def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: Source 
         if m:
             factors.setdefault(m["module"], {})[m["kind"]] = key
         elif "lora_magnitude_vector" in key:
-            raise SourceError(f"{weight_file}: DoRA magnitude vectors ({key}) are not supported")
+            raise SourceError(f"{weight_file}: DoRA magnitude vectors ({shown(key)}) are not supported")
         else:  # modules_to_save, trained biases, saved embedding layers: whole replacement tensors
             name = _strip(key).replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
+            if "." not in name:
+                raise SourceError(f"{weight_file}: tensor {shown(key)} names no module of the base")
             replaced[_base_name(base, name.rsplit(".", 1)[0], name.rsplit(".", 1)[1], key, weight_file)] = key
 
     overlay: dict[str, TensorRef] = {}
@@ -185,18 +188,19 @@ def load_adapter(spec: str, path: Path, base: Checkpoint | None, source: Source 
         ka, kb = (kinds.get("lora_embedding_A"), kinds.get("lora_embedding_B")) if embedding else (
             kinds.get("lora_A"), kinds.get("lora_B"))
         if ka is None or kb is None:
-            raise SourceError(f"{weight_file}: module {module} lacks its {'A' if ka is None else 'B'} factor")
+            raise SourceError(f"{weight_file}: module {shown(module)} lacks its {'A' if ka is None else 'B'} factor")
         a, b = state[ka], state[kb]
+        check_lora_factors(weight_file, module, a, b)
         rank = int(a.shape[0])
-        alpha = float(_pattern_value(cfg.get("alpha_pattern") or {}, module, alpha_default))
+        alpha = float(_pattern_value(settings["alpha_pattern"], module, alpha_default))
         scaling = alpha / math.sqrt(rank) if rslora else alpha / rank
         name = _base_name(base, module, "weight", ka, weight_file)
         ref = base.tensors[name]
         transposed = embedding or fan_in_fan_out
         out_dim, in_dim = (a.shape[1], b.shape[0]) if transposed else (b.shape[0], a.shape[1])
         if len(ref.shape) != 2 or tuple(ref.shape) != (out_dim, in_dim):
-            raise SourceError(f"{weight_file}: {module} factors give a {out_dim}×{in_dim} delta, base {name} is "
-                              f"{list(ref.shape)}")
+            raise SourceError(f"{weight_file}: {shown(module)} factors give a {out_dim}×{in_dim} delta, base {name} "
+                              f"is {list(ref.shape)}")
         overlay[name] = TensorRef(name, ref.shape, "float32", weight_file.name)
         modules[name] = LoraFactors(a=ka, b=kb, scaling=scaling, transposed=transposed)
         sigma = _core(a, b, scaling)

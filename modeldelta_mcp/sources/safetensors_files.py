@@ -9,7 +9,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from modeldelta_mcp.errors import SourceError
-from modeldelta_mcp.sources.checkpoint import TensorReader, TensorRef
+from modeldelta_mcp.sources.checkpoint import TensorReader, TensorRef, dtype_size
+from modeldelta_mcp.sources.guard import check_claimed_bytes, file_error, shown
 
 # safetensors dtype codes -> torch dtype names
 _ST_DTYPES = {
@@ -18,11 +19,6 @@ _ST_DTYPES = {
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
     "U16": "uint16", "U32": "uint32", "U64": "uint64",
 }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def index_file(root: Path, rel: str) -> list[TensorRef]:
@@ -35,11 +31,16 @@ def index_file(root: Path, rel: str) -> list[TensorRef]:
                 sl = f.get_slice(name)
                 dtype = _ST_DTYPES.get(sl.get_dtype(), sl.get_dtype().lower())
                 refs.append(TensorRef(name, tuple(int(s) for s in sl.get_shape()), dtype, rel))
-            return refs
     except FileNotFoundError as exc:
         raise SourceError(f"{path}: file not found") from exc
     except (SafetensorError, OSError, ValueError) as exc:
-        raise SourceError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from exc
+        raise file_error(path, "not a readable safetensors file", exc) from exc
+    for ref in refs:
+        if not isinstance(getattr(torch, ref.dtype, None), torch.dtype):
+            raise SourceError(f"{path}: tensor {shown(ref.name)} has dtype {shown(ref.dtype, 20)}, "
+                              "which torch cannot read")
+    check_claimed_bytes(path, ((r.name, r.numel * dtype_size(r.dtype)) for r in refs))
+    return refs
 
 
 class SafetensorsReader(TensorReader):
@@ -59,7 +60,7 @@ class SafetensorsReader(TensorReader):
             try:
                 handle = safe_open(str(self._root / rel), framework="pt")
             except (SafetensorError, OSError) as exc:
-                raise SourceError(f"{self._root / rel}: cannot open ({_one_line(exc)})") from exc
+                raise file_error(self._root / rel, "cannot open", exc) from exc
             self._handles[rel] = handle
         return handle.get_slice(name)  # type: ignore[attr-defined]
 
@@ -70,7 +71,7 @@ class SafetensorsReader(TensorReader):
             raise
         except Exception as exc:  # safetensors raises plain errors on a short read
             path = self._root / self._refs[name].file
-            raise SourceError(f"{path}: tensor {name} unreadable ({_one_line(exc)})") from exc
+            raise file_error(path, f"tensor {shown(name)} unreadable", exc) from exc
 
     def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         ref = self._refs[name]

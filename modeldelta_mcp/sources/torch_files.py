@@ -12,17 +12,22 @@ import torch
 
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources.checkpoint import TensorReader, TensorRef
+from modeldelta_mcp.sources.guard import check_torch_state, file_error
 
 # torch's weights-only unpickler names what it refused ("Unsupported global: GLOBAL builtins.exec ...").
-_REFUSED = re.compile(r"Unsupported (global: GLOBAL \S+|operand \d+|class \S+)")
+# torch 2.6+: "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+_REFUSED = re.compile(r"[Uu]nsupported (global: GLOBAL \S+|GLOBAL \S+|operand \d+|class \S+)")
 
 
 def _refusal(exc: BaseException) -> str:
     m = _REFUSED.search(str(exc))
-    return "unsupported " + m.group(1).replace("global: GLOBAL ", "global ") if m else "not a plain tensor dict"
+    if not m:
+        return "not a plain tensor dict"
+    return "unsupported " + m.group(1).replace("global: GLOBAL ", "global ").replace("GLOBAL ", "global ")
 
 
-def _load(path: Path) -> dict[str, torch.Tensor]:
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """A weights-only state dict whose tensors were checked to fit the file (mmapped where the format allows)."""
     try:
         # mmap keeps tensor data on disk until a slice is touched (zip format only).
         mmap = zipfile.is_zipfile(path)
@@ -36,17 +41,17 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
             f"{path}: refused, the pickle holds more than plain weights ({_refusal(exc)}); nothing was executed"
         ) from exc
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SourceError(f"{path}: not a readable PyTorch checkpoint ({first})") from exc
+        raise file_error(path, "not a readable PyTorch checkpoint", exc) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SourceError(f"{path}: not a state dict of tensors")
+    check_torch_state(path, state)
     return state
 
 
 def index_file(root: Path, rel: str) -> list[TensorRef]:
-    state = _load(root / rel)
+    state = load_state(root / rel)
     return [
         TensorRef(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), rel) for name, t in state.items()
     ]
@@ -64,7 +69,7 @@ class TorchBinReader(TensorReader):
     def _tensor(self, name: str) -> torch.Tensor:
         rel = self._refs[name].file
         if rel != self._file:
-            self._state = _load(self._root / rel)
+            self._state = load_state(self._root / rel)
             self._file = rel
         return self._state[name]
 
