@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, StringConstraints, ValidationError
 from modeldelta_mcp import __version__, answers
 from modeldelta_mcp.access import AllowedRoots, check_spec, default_roots, roots_from_uris
 from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.http_auth import TOKEN_ENV, auth_for, read_token
 from modeldelta_mcp.models import (
     CompareSummary,
     ComparisonReport,
@@ -79,6 +80,8 @@ class ServerConfig:
     allow_paths: list[Path] = field(default_factory=list)
     cache_dir: Path | None = None
     cancel_grace: float = DEFAULT_CANCEL_GRACE_S
+    # MCPServer keyword arguments of HTTP auth (http_auth.auth_for); empty on stdio and tokenless loopback.
+    auth: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,7 +160,8 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
             yield AppState(service=service, roots=static_roots)
 
     server = ModelDeltaMCP("modeldelta", title="modeldelta: checkpoint diff and diagnosis",
-                           instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan, log_level="WARNING")
+                           instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan, log_level="WARNING",
+                           **config.auth)
 
     # ---- allowed roots: the static ones, plus the client's when a local path needs them ----------
 
@@ -355,13 +359,23 @@ Transport = Literal["stdio", "streamable-http"]
               help="Result store directory. Default: $MODELDELTA_CACHE_DIR or ~/.cache/modeldelta-mcp.")
 @click.option("--cancel-grace", type=click.FloatRange(0), default=DEFAULT_CANCEL_GRACE_S, show_default=True,
               help="Seconds a cancelled or timed-out comparison keeps running so a repeated call can join it.")
+@click.option("--auth-token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"streamable-http: file holding the bearer token every request must carry (or set "
+                   f"${TOKEN_ENV}). Required for a --host other than 127.0.0.1, ::1 or localhost.")
 def main_command(transport: Transport, host: str, port: int, allow_paths: tuple[Path, ...], cache_dir: Path | None,
-                 cancel_grace: float) -> None:
+                 cancel_grace: float, auth_token_file: Path | None) -> None:
     """MCP server: compare two model checkpoints and diagnose how B was made from A."""
     for p in allow_paths:
         if not p.expanduser().is_dir():
             raise click.BadParameter(f"{p}: not a directory", param_hint="--allow-path")
-    server = build_server(ServerConfig(allow_paths=list(allow_paths), cache_dir=cache_dir, cancel_grace=cancel_grace))
+    auth: dict[str, Any] = {}
+    if transport == "streamable-http":
+        try:
+            auth = auth_for(host, read_token(auth_token_file))
+        except ModelDeltaError as exc:
+            raise click.UsageError(str(exc)) from exc
+    server = build_server(ServerConfig(allow_paths=list(allow_paths), cache_dir=cache_dir, cancel_grace=cancel_grace,
+                                       auth=auth))
     if transport == "stdio":
         server.run("stdio")
     else:

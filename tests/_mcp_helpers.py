@@ -118,10 +118,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_http_server(args: list[str], env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
+def start_http_server(args: list[str], env: dict[str, str], port: int, log_path: Path,
+                      host: str = "127.0.0.1") -> subprocess.Popen:
     """Start the installed script on streamable HTTP and wait until its port accepts connections."""
     log = open(log_path, "wb")  # closed with the process by stop_process
-    proc = subprocess.Popen([server_script(), "--transport", "streamable-http", "--host", "127.0.0.1",
+    proc = subprocess.Popen([server_script(), "--transport", "streamable-http", "--host", host,
                              "--port", str(port), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     proc._log_file = log  # type: ignore[attr-defined]
     deadline = time.monotonic() + 120
@@ -129,7 +130,7 @@ def start_http_server(args: list[str], env: dict[str, str], port: int, log_path:
         if proc.poll() is not None:
             raise RuntimeError(f"modeldelta-mcp exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 return proc
         except OSError:
             time.sleep(0.2)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modeldelta_mcp import __version__
-from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.errors import ModelDeltaError, one_line
 
 REPORT_ID_PATTERN = r"^[0-9a-f]{16}$"
 _REPORT_ID = re.compile(REPORT_ID_PATTERN)
@@ -52,5 +52,6 @@ def is_report_id(text: str) -> bool:
 
 def check_report_id(report_id: str) -> str:
     if not is_report_id(report_id):
-        raise ModelDeltaError(f"report_id {report_id!r}: expected 16 lowercase hex characters")
+        # Cut: the id comes from the caller and may be anything (a path, 5,000 characters).
+        raise ModelDeltaError(f"report_id {one_line(repr(report_id), 40)}: expected 16 lowercase hex characters")
     return report_id
