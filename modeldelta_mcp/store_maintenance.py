@@ -129,8 +129,8 @@ def _sweep(root: Path, pruned: Pruned, now: float, older_than: float | None, eve
         if everything or not isinstance(report_id, str) or not (root / "reports" / f"{report_id}.json").is_file():
             _unlink(pair, pruned)
     if everything:
-        for lock in (root / "reports").glob("*.lock"):
-            _unlink(lock, pruned)
+        for lock_file in (root / "reports").glob("*.lock"):
+            _unlink(lock_file, pruned)
 
 
 def prune(root: Path, *, older_than: float | None = None, max_bytes: int | None = None, everything: bool = False,
