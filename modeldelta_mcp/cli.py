@@ -56,7 +56,7 @@ class ProgressBar:
             self.bar.stop()
 
     async def __call__(self, p: Progress) -> None:
-        if self.bar is None:
+        if self.bar is None or p.message:  # waiting for another process: no tensor count to draw yet
             return
         short = p.name if len(p.name) <= 40 else "…" + p.name[-39:]
         tensors = f"{p.done}/{p.total}"
@@ -145,6 +145,7 @@ HELP = """Compare two model checkpoints and diagnose how B was made from A.
   modeldelta compare MODEL_A MODEL_B [...]      the same, for paths named like a command
   modeldelta demo                               a built-in example pair, no network
   modeldelta inspect MODEL                      headers only: tensors, dtypes, parameters
+  modeldelta store list | prune                 the result store: what it holds, removing old reports
 """
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -208,6 +209,67 @@ def inspect_command(model: str, token: str | None) -> None:
 
     with _user_errors():
         click.echo(inspect_checkpoint(model, token=token).model_dump_json(indent=2))
+
+
+@main_command.group("store", context_settings=CONTEXT)
+def store_group() -> None:
+    """The result store (--cache-dir, else $MODELDELTA_CACHE_DIR, else ~/.cache/modeldelta-mcp)."""
+
+
+def _store_root(cache_dir: Path | None) -> Path:
+    from modeldelta_mcp.store import default_cache_dir
+
+    return cache_dir or default_cache_dir()
+
+
+CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                         help="The store directory.")
+
+
+@store_group.command("list", context_settings=CONTEXT)
+@CACHE_DIR
+def store_list_command(cache_dir: Path | None) -> None:
+    """Stored reports, oldest first: report_id, age, size, model A -> model B."""
+    import time
+
+    from modeldelta_mcp.store.maintenance import list_entries
+
+    root = _store_root(cache_dir)
+    entries = list_entries(root)
+    now = time.time()
+    for e in entries:
+        days = (now - e.modified) / 86400
+        click.echo(f"{e.report_id}  {days:6.1f}d  {e.bytes / 1024:8.1f} KB  {e.model_a or '?'} -> {e.model_b or '?'}")
+    total = sum(e.bytes for e in entries)
+    click.echo(f"{len(entries)} reports, {total / 1024**2:.1f} MB in {root}", err=True)
+
+
+@store_group.command("prune", context_settings=CONTEXT)
+@CACHE_DIR
+@click.option("--older-than", default=None, help="Remove reports not written for this long: 30d, 12h, 90m.")
+@click.option("--max-size", default=None, help="Then remove the oldest until the store holds at most this: 2G, 500M.")
+@click.option("--all", "everything", is_flag=True, help="Remove every report.")
+def store_prune_command(cache_dir: Path | None, older_than: str | None, max_size: str | None,
+                        everything: bool) -> None:
+    """Remove reports by age, by total size, or all (each removal atomic; a report being written is kept)."""
+    from modeldelta_mcp.store.maintenance import parse_age, parse_size, prune
+
+    if not (older_than or max_size or everything):
+        raise click.UsageError("say what to remove: --older-than AGE, --max-size SIZE or --all")
+    try:
+        age = parse_age(older_than) if older_than else None
+        size = parse_size(max_size) if max_size else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    root = _store_root(cache_dir)
+    with _user_errors():
+        try:
+            done = prune(root, older_than=age, max_bytes=size, everything=everything)
+        except OSError as exc:
+            raise ModelDeltaError(f"{root}: cannot prune ({exc.strerror or type(exc).__name__})") from exc
+    kept = f"; {len(done.skipped_locked)} being written, kept" if done.skipped_locked else ""
+    click.echo(f"removed {len(done.reports)} reports and {done.other_files} other files, "
+               f"{done.freed_bytes / 1024**2:.1f} MB freed{kept}", err=True)
 
 
 def main() -> None:

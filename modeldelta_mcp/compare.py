@@ -131,9 +131,11 @@ def compare(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     journal_root: Path | None = None,
+    keep_journal: bool = False,
 ) -> ComparisonReport:
     """`journal_root` (the store root): per-tensor results are journaled there, and a comparison
-    interrupted earlier resumes from them (store/journal.py)."""
+    interrupted earlier resumes from them (store/journal.py). `keep_journal`: the caller removes the journal
+    once it has stored the report (ResultStore.finished), so a process killed while storing still resumes."""
     t0 = time.perf_counter()
     alignment = align(pair.a, pair.b)
     journal = None
@@ -171,6 +173,6 @@ def compare(
                           bytes_read=run.bytes_read),
         model_info={"model_a": model_info(pair.a), "model_b": model_info(pair.b)},
     )
-    if journal is not None:
-        journal.discard()  # the caller stores the report next; a crash in between recomputes from scratch
+    if journal is not None and not keep_journal:
+        journal.discard()
     return report

@@ -22,6 +22,7 @@ from modeldelta_mcp import __version__, answers
 from modeldelta_mcp.access import AllowedRoots, check_spec, default_roots, roots_from_uris
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.http_auth import TOKEN_ENV, auth_for, read_token
+from modeldelta_mcp.limits import ComparisonQueue, default_max_concurrent
 from modeldelta_mcp.models import (
     CompareSummary,
     ComparisonReport,
@@ -82,6 +83,8 @@ class ServerConfig:
     cancel_grace: float = DEFAULT_CANCEL_GRACE_S
     # MCPServer keyword arguments of HTTP auth (http_auth.auth_for); empty on stdio and tokenless loopback.
     auth: dict[str, Any] = field(default_factory=dict)
+    # Comparisons computed at once; the others queue (limits.py). None: limits.default_max_concurrent().
+    max_concurrent: int | None = None
 
 
 @dataclass
@@ -156,7 +159,9 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with ReportService.open(ResultStore(config.cache_dir), cancel_grace=config.cancel_grace) as service:
+        limiter = ComparisonQueue(config.max_concurrent or default_max_concurrent())
+        async with ReportService.open(ResultStore(config.cache_dir), cancel_grace=config.cancel_grace,
+                                      limiter=limiter) as service:
             yield AppState(service=service, roots=static_roots)
 
     server = ModelDeltaMCP("modeldelta", title="modeldelta: checkpoint diff and diagnosis",
@@ -210,7 +215,10 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
     def _sink(ctx: Context) -> Callable[[Progress], Any]:
         async def sink(p: Progress) -> None:
             try:
-                await ctx.report_progress(p.done, p.total, f"tensor {p.done}/{p.total}: {p.name}")
+                if p.message:  # queued, or waiting for another process: no tensor count yet
+                    await ctx.report_progress(0, None, p.message)
+                else:
+                    await ctx.report_progress(p.done, p.total, f"tensor {p.done}/{p.total}: {p.name}")
             except Exception:  # a client that went away must not fail the job others wait on
                 pass
 
@@ -362,8 +370,11 @@ Transport = Literal["stdio", "streamable-http"]
 @click.option("--auth-token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"streamable-http: file holding the bearer token every request must carry (or set "
                    f"${TOKEN_ENV}). Required for a --host other than 127.0.0.1, ::1 or localhost.")
+@click.option("--max-concurrent", type=click.IntRange(1), default=None,
+              help="Comparisons computed at once; more calls wait in a FIFO queue. Default: min(cores, a quarter "
+                   "of the memory / 512 MB), at least 1 (docs/operations.md).")
 def main_command(transport: Transport, host: str, port: int, allow_paths: tuple[Path, ...], cache_dir: Path | None,
-                 cancel_grace: float, auth_token_file: Path | None) -> None:
+                 cancel_grace: float, auth_token_file: Path | None, max_concurrent: int | None) -> None:
     """MCP server: compare two model checkpoints and diagnose how B was made from A."""
     for p in allow_paths:
         if not p.expanduser().is_dir():
@@ -375,7 +386,7 @@ def main_command(transport: Transport, host: str, port: int, allow_paths: tuple[
         except ModelDeltaError as exc:
             raise click.UsageError(str(exc)) from exc
     server = build_server(ServerConfig(allow_paths=list(allow_paths), cache_dir=cache_dir, cancel_grace=cancel_grace,
-                                       auth=auth))
+                                       auth=auth, max_concurrent=max_concurrent))
     if transport == "stdio":
         server.run("stdio")
     else:

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import anyio.to_thread
 
+from modeldelta_mcp import testhooks
 from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.limits import ComparisonQueue
 from modeldelta_mcp.models import ComparisonReport
 from modeldelta_mcp.progress import Progress, ProgressFn
 from modeldelta_mcp.store import Compute, JobRunner, PairRef, ProgressSink, ResultStore, check_report_id
@@ -68,7 +70,7 @@ class ReportService:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, store: ResultStore, *, cancel_grace: float = 0.0, limiter: anyio.CapacityLimiter | None = None,
+    async def open(cls, store: ResultStore, *, cancel_grace: float = 0.0, limiter: ComparisonQueue | None = None,
                    token: str | None = None, quiet: bool = True) -> AsyncIterator[ReportService]:
         """A service whose jobs live in a task group of its own; leaving it cancels whatever still runs."""
         async with anyio.create_task_group() as tg:
@@ -202,11 +204,15 @@ class ReportService:
         delay = _test_delay()
 
         def compute(progress: ProgressFn, cancel: threading.Event) -> ComparisonReport:
-            def slowed(p: Progress) -> None:
-                time.sleep(delay)
+            def watched(p: Progress) -> None:
+                if delay:
+                    time.sleep(delay)
+                if p.done >= testhooks.READ_PAUSE_AFTER:
+                    testhooks.pause("read")  # crash tests: killed while reading and journaling
                 progress(p)
 
-            return compare(pair, options, progress=slowed if delay else progress, cancel=cancel,
-                           journal_root=journal_root)
+            # The journal stays until the job has stored the report (JobRunner -> ResultStore.finished).
+            return compare(pair, options, progress=watched, cancel=cancel, journal_root=journal_root,
+                           keep_journal=journal_root is not None)
 
         return compute

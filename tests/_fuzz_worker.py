@@ -23,7 +23,7 @@ def exercise(case_dir: Path, base_dir: Path, adapter: bool) -> None:
     """What a user does with a checkpoint: inspect it (headers), compare it, store the report."""
     from modeldelta_mcp.compare import compare, resolve_pair
     from modeldelta_mcp.engine import EngineOptions
-    from modeldelta_mcp.inspect import inspect_checkpoint
+    from modeldelta_mcp.inspection import inspect_checkpoint
     from modeldelta_mcp.models import ComparisonReport
 
     if not adapter:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from modeldelta_mcp.store_maintenance import (
+from modeldelta_mcp.store.maintenance import (
     STALE_TEMP_S,
     list_entries,
     lock_path,

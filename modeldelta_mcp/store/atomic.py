@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+from modeldelta_mcp import testhooks
+
+log = logging.getLogger("modeldelta_mcp.store")
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_unwritable(root: Path, exc: OSError) -> None:
+    """One warning per store and process: the work goes on without storing."""
+    with _warned_lock:
+        if str(root) in _warned:
+            return
+        _warned.add(str(root))
+    log.warning("result store %s is not writable (%s); computing without storing", root,
+                exc.strerror or type(exc).__name__)
 
 
 def _umask() -> int:
@@ -27,6 +45,8 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        if path.parent.name == "reports":
+            testhooks.pause("store")  # crash tests: the temp file is written, the report not yet in place
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -17,6 +17,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.limits import ComparisonQueue
 from modeldelta_mcp.models import ComparisonReport
 from modeldelta_mcp.progress import Progress, ProgressFn
 from modeldelta_mcp.store.results import ResultStore
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
 ProgressSink = Callable[[Progress], Awaitable[None]]
+# What the callers of a comparison see while another process computes it (they then read its report).
+WAITING_FOR_OTHER = Progress(0, 0, "", 0, 0, message="waiting for another process computing this comparison")
 # compute(progress, cancel_event) -> report; runs in a worker thread
 Compute = Callable[[ProgressFn, threading.Event], ComparisonReport]
 
@@ -41,6 +44,8 @@ class Job:
         self.latest: Progress | None = None
         self.waiters = 0
         self.releases = 0  # bumped whenever the last waiter leaves; a stale cancel timer sees it changed
+        self.started = False  # False while it waits in the comparison queue
+        self.queue_wait = anyio.CancelScope()  # cancelled when the last caller leaves a queued job
         self._tick = anyio.Event()
 
     def publish(self, progress: Progress) -> None:
@@ -77,12 +82,14 @@ class Job:
 class JobRunner:
     """Single-flight of identical comparisons inside one process, with joinable progress.
 
-    `limiter` bounds how many comparisons compute at once (the one place a server-wide limit applies);
-    None uses anyio's default worker-thread limiter.
+    `limiter` bounds how many comparisons compute at once (the one place a server-wide limit applies): the
+    others wait in its FIFO queue, their callers told "queued, N ahead". None: no limit.
+    Across processes sharing the store, a comparison is computed under its entry's file lock
+    (ResultStore.exclusive), so it is computed once among them too.
     """
 
     def __init__(self, store: ResultStore, task_group: TaskGroup, cancel_grace: float,
-                 limiter: anyio.CapacityLimiter | None = None) -> None:
+                 limiter: ComparisonQueue | None = None) -> None:
         self.store = store
         self._tg = task_group
         self.cancel_grace = cancel_grace
@@ -133,7 +140,10 @@ class JobRunner:
             job.waiters -= 1
             if job.waiters == 0 and not job.done.is_set():
                 job.releases += 1
-                if self.cancel_grace <= 0:
+                if not job.started:  # queued: it has computed nothing a grace period could save
+                    job.cancel.set()
+                    job.queue_wait.cancel()
+                elif self.cancel_grace <= 0:
                     job.cancel.set()
                 else:
                     self._tg.start_soon(self._cancel_if_abandoned, job, job.releases)
@@ -151,22 +161,42 @@ class JobRunner:
             except RuntimeError:
                 pass  # the event loop is shutting down; the work is being cancelled anyway
 
-        def work() -> ComparisonReport:
+        def computed() -> ComparisonReport:
             self.store.note_computation(job.report_id)
             try:
                 report = compute(publish, job.cancel)
                 if persist:
-                    self.store.put(report)
+                    self.store.put(report)  # a full or read-only store: one warning, the answer still goes out
+                    self.store.finished(job.report_id)
             except BaseException:
                 self.store.note_computation(job.report_id, "cancelled" if job.cancel.is_set() else "failed")
                 raise
             self.store.note_computation(job.report_id, "done")
             return report
 
+        def work() -> ComparisonReport:
+            if not persist:
+                return computed()
+            with self.store.exclusive(job.report_id, job.cancel, lambda: publish(WAITING_FOR_OTHER)):
+                stored = self.store.get(job.report_id)  # another process computed it while we waited
+                return stored if stored is not None else computed()
+
+        async def queued(ahead: int) -> None:
+            job.publish(Progress(0, 0, "", 0, 0, message=f"queued, {ahead} ahead"))
+
+        holding = False
         try:
+            if self.limiter is not None:
+                with job.queue_wait:
+                    await self.limiter.acquire(queued)
+                    holding = True
+                if not holding:  # every caller left while it was queued
+                    job.finish(None, ModelDeltaError("comparison cancelled while queued"))
+                    return
+            job.started = True
             # Abandoned on cancellation (shutdown): the cancel event set below stops the thread at its next
             # block, whereas waiting for it here could wait forever if nobody set the event first.
-            report = await anyio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=self.limiter)
+            report = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
             job.finish(report, None)
         except anyio.get_cancelled_exc_class():
             job.cancel.set()
@@ -175,5 +205,7 @@ class JobRunner:
         except Exception as exc:
             job.finish(None, exc)
         finally:
+            if holding and self.limiter is not None:
+                self.limiter.release()
             if self._jobs.get(job.report_id) is job:
                 del self._jobs[job.report_id]

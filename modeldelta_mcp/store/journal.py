@@ -18,8 +18,9 @@ from typing import IO
 
 from pydantic import ValidationError
 
+from modeldelta_mcp import testhooks
 from modeldelta_mcp.models import ModuleDelta
-from modeldelta_mcp.store.atomic import atomic_write_text
+from modeldelta_mcp.store.atomic import atomic_write_text, warn_unwritable
 
 # Lines (tensors) between fsyncs, and the longest a written line waits for one: durability of a 70B run
 # (a few thousand tensors) without an fsync per tensor.
@@ -40,6 +41,7 @@ class Journal:
         self._names = names
         self._file: IO[str] | None = None
         self._unsynced = 0
+        self._recorded = 0
         self._last_sync = time.monotonic()
 
     @classmethod
@@ -73,22 +75,46 @@ class Journal:
     def open(self, done: dict[int, ModuleDelta]) -> None:
         """Start appending after exactly the `done` entries (rewritten atomically: no torn line remains)."""
         lines = [json.dumps(self._header)] + [self._line(i, m) for i, m in sorted(done.items())]
-        atomic_write_text(self.path, "\n".join(lines) + "\n")
-        self._file = open(self.path, "a", encoding="utf-8")  # held across the run, closed in close()
+        try:
+            atomic_write_text(self.path, "\n".join(lines) + "\n")
+            self._file = open(self.path, "a", encoding="utf-8")  # held across the run, closed in close()
+        except OSError as exc:  # a read-only or full store: the comparison runs without a journal
+            self._give_up(exc)
 
     def record(self, index: int, module: ModuleDelta) -> None:
         if self._file is None:
             return
-        self._file.write(self._line(index, module) + "\n")
-        self._file.flush()
-        self._unsynced += 1
-        if self._unsynced >= FSYNC_EVERY or time.monotonic() - self._last_sync >= FSYNC_SECONDS:
-            self._sync()
+        line = self._line(index, module) + "\n"
+        try:
+            if testhooks.armed("journal") and self._recorded >= testhooks.READ_PAUSE_AFTER:
+                self._file.write(line[: len(line) // 2])  # crash tests: killed with half a line written
+                self._file.flush()
+                testhooks.pause("journal")
+            self._file.write(line)
+            self._file.flush()
+            self._recorded += 1
+            self._unsynced += 1
+            if self._unsynced >= FSYNC_EVERY or time.monotonic() - self._last_sync >= FSYNC_SECONDS:
+                self._sync()
+        except OSError as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        warn_unwritable(self.path.parent.parent, exc)
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        self._file = None
 
     def close(self) -> None:
         if self._file is not None:
-            self._sync()
-            self._file.close()
+            try:
+                self._sync()
+                self._file.close()
+            except OSError as exc:
+                self._give_up(exc)
             self._file = None
 
     def discard(self) -> None:

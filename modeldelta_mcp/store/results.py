@@ -4,6 +4,11 @@
 - `index/<report_id>.json`: what the report was computed from (`PairRef`), so a report_id alone can be
   recomputed or joined.
 - `pairs/<pair_key>.json`: the report_id last computed for a pair under any options.
+- `reports/<report_id>.lock`: held (an OS file lock) by the process computing that report, so processes
+  sharing the store compute it once; the kernel releases it when its holder dies, however it dies.
+
+A store that cannot be written (read-only, full, permissions) costs the caller nothing but one warning:
+the report is computed and answered, just not kept.
 """
 
 from __future__ import annotations
@@ -12,17 +17,28 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
+from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import ComparisonReport
-from modeldelta_mcp.store.atomic import atomic_write_text
+from modeldelta_mcp.store.atomic import atomic_write_text, warn_unwritable
 from modeldelta_mcp.store.keys import check_report_id, is_report_id
 
 # Set to a file path to get one line per comparison actually computed (tests count them; any process).
 COMPUTE_LOG_ENV = "MODELDELTA_COMPUTE_LOG"
+# Seconds between checks of the cancel event while another process holds an entry's lock.
+LOCK_POLL_S = 0.25
+
+
+def lock_path(root: Path, report_id: str) -> Path:
+    """The lock beside a store entry: held while a process computes and writes that report."""
+    return root / "reports" / f"{check_report_id(report_id)}.lock"
 
 
 def default_cache_dir() -> Path:
@@ -66,7 +82,48 @@ class ResultStore:
             return None  # corrupt or from an older schema: recompute
 
     def put(self, report: ComparisonReport) -> None:
-        atomic_write_text(self._path(report.report_id), report.model_dump_json())
+        try:
+            atomic_write_text(self._path(report.report_id), report.model_dump_json())
+        except OSError as exc:
+            warn_unwritable(self.root, exc)
+
+    def finished(self, report_id: str) -> None:
+        """The report is stored (or could not be): its resume journal is no longer needed."""
+        for journal in (self.root / "journal").glob(f"{check_report_id(report_id)}*.jsonl"):
+            try:
+                journal.unlink()
+            except OSError:
+                pass
+
+    @contextmanager
+    def exclusive(self, report_id: str, cancel: threading.Event, waiting: Callable[[], None]) -> Iterator[None]:
+        """Hold the entry's lock: one process computes a report while the others wait, then read it.
+
+        `waiting` is called once if another process holds it. Without a writable store, no lock (and no
+        report is kept either, so there is nothing to share).
+        """
+        try:
+            lock_path(self.root, report_id).parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(lock_path(self.root, report_id)))
+            told = False
+            while True:
+                try:
+                    lock.acquire(timeout=LOCK_POLL_S)
+                    break
+                except Timeout:
+                    if cancel.is_set():
+                        raise ModelDeltaError("comparison cancelled") from None
+                    if not told:
+                        told = True
+                        waiting()
+        except OSError as exc:
+            warn_unwritable(self.root, exc)
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
 
     # ---- index: report_id -> pair, pair -> latest report ---------------------------------------
 
@@ -74,8 +131,11 @@ class ResultStore:
                  pair_key: str) -> PairRef:
         ref = PairRef(report_id=check_report_id(report_id), model_a=model_a, model_b=model_b, top_k=top_k,
                       spectrum=spectrum, pair_key=pair_key)
-        atomic_write_text(self.root / "index" / f"{ref.report_id}.json", json.dumps(asdict(ref)))
-        atomic_write_text(self.root / "pairs" / f"{ref.pair_key}.json", json.dumps({"report_id": ref.report_id}))
+        try:
+            atomic_write_text(self.root / "index" / f"{ref.report_id}.json", json.dumps(asdict(ref)))
+            atomic_write_text(self.root / "pairs" / f"{ref.pair_key}.json", json.dumps({"report_id": ref.report_id}))
+        except OSError as exc:
+            warn_unwritable(self.root, exc)
         return ref
 
     def lookup(self, report_id: str) -> PairRef | None:

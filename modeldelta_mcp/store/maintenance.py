@@ -15,13 +15,13 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from modeldelta_mcp.store.keys import is_report_id
+from modeldelta_mcp.store.results import lock_path
+
+__all__ = ["STALE_TEMP_S", "Entry", "Pruned", "list_entries", "lock_path", "parse_age", "parse_size", "prune"]
+
 # An atomic write finishes within seconds; a temp file this old was left by a killed writer.
 STALE_TEMP_S = 3600.0
-
-
-def lock_path(root: Path, report_id: str) -> Path:
-    """The lock beside a store entry: held while a process computes and writes that report."""
-    return root / "reports" / f"{report_id}.lock"
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ def list_entries(root: Path) -> list[Entry]:
     out = []
     for path in sorted((root / "reports").glob("*.json")):
         report_id = path.stem
+        if not is_report_id(report_id):
+            continue
         try:
             st = path.stat()
         except OSError:
@@ -110,9 +112,10 @@ def _sweep(root: Path, pruned: Pruned, now: float, older_than: float | None, eve
             age = now - journal.stat().st_mtime
         except OSError:
             continue
-        locked_by = lock_path(root, journal.stem[:16])
+        if not is_report_id(journal.stem[:16]):
+            continue
         if everything or (older_than is not None and age > older_than):
-            lock = FileLock(str(locked_by), timeout=0)
+            lock = FileLock(str(lock_path(root, journal.stem[:16])), timeout=0)
             try:
                 lock.acquire()
             except Timeout:
