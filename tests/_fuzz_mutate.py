@@ -375,6 +375,27 @@ def mutate_torch_legacy(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     return head + new + tail, how
 
 
+# ---- GGUF ---------------------------------------------------------------------------------------------------
+
+# GGUF's header: magic, version (u32), tensor count and metadata count (u64): counts a reader loops over.
+_GGUF_COUNTS = (8, 16)
+
+
+def mutate_gguf(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """The header's counts, one of the 64-bit lengths in the metadata and tensor infos (string lengths,
+    array lengths, dims, offsets) made huge, or byte-level edits biased to the first KB."""
+    r = rng.random()
+    if r < 0.2:
+        at = rng.choice(_GGUF_COUNTS)
+        value = rng.choice([0, 1, 2**31, 2**40, 2**63 - 1, 2**64 - 1])
+        return data[:at] + struct.pack("<Q", value) + data[at + 8:], f"count@{at}={value}"
+    if r < 0.45:
+        at = rng.randrange(24, min(len(data), 4096) - 8)
+        value = rng.choice([2**32, 2**40, 2**50, 2**63 - 1, 2**64 - 1, 0])
+        return data[:at] + struct.pack("<Q", value) + data[at + 8:], f"u64@{at}={value}"
+    return mutate_bytes(data, rng, hot=2048)
+
+
 # ---- the kinds ---------------------------------------------------------------------------------------------
 
 
@@ -384,6 +405,7 @@ class Kind:
     target: str  # file in it that is mutated
     mutate: Callable[[bytes, random.Random], tuple[bytes, str]]
     base: str | None = None  # model_a of the comparison; None: the unmutated seed itself
+    by_file: bool = False  # the spec names the target file (a .gguf), not the directory
 
 
 KINDS: dict[str, Kind] = {
@@ -399,6 +421,7 @@ KINDS: dict[str, Kind] = {
     "adapter_config": Kind("adapter_st", "adapter_config.json", mutate_json_file, base="st_single"),
     "adapter_safetensors": Kind("adapter_st", "adapter_model.safetensors", mutate_safetensors, base="st_single"),
     "adapter_bin": Kind("adapter_bin", "adapter_model.bin", mutate_torch_zip, base="st_single"),
+    "gguf": Kind("gguf", "model.gguf", mutate_gguf, base="gguf_src", by_file=True),
 }
 
 

@@ -71,11 +71,36 @@ ADAPTER_CONFIG = {"peft_type": "LORA", "r": LORA_R, "lora_alpha": 4, "target_mod
                   "rank_pattern": {}, "alpha_pattern": {}}
 
 
+def _gguf_seed(src: Path, out: Path) -> None:
+    """A Q8_0 GGUF (written by the gguf package, through benchmarks/make_gguf.py) of a Qwen2 model whose rows
+    are a multiple of Q8_0's 32-value blocks, and its safetensors source (model_a of the comparison)."""
+    from _quant_gguf import write_gguf
+
+    g = torch.Generator().manual_seed(2)
+    h, inter, vocab = 32, 64, 64
+    state = {"model.embed_tokens.weight": torch.randn(vocab, h, generator=g), "model.norm.weight": torch.ones(h),
+             "lm_head.weight": torch.randn(vocab, h, generator=g)}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            state[f"{p}.self_attn.{proj}.weight"] = torch.randn(h, h, generator=g)
+        state[f"{p}.mlp.gate_proj.weight"] = torch.randn(inter, h, generator=g)
+        state[f"{p}.mlp.up_proj.weight"] = torch.randn(inter, h, generator=g)
+        state[f"{p}.mlp.down_proj.weight"] = torch.randn(h, inter, generator=g)
+        state[f"{p}.input_layernorm.weight"] = torch.ones(h)
+        state[f"{p}.post_attention_layernorm.weight"] = torch.ones(h)
+    save_file(state, str(src / "model.safetensors"))
+    cfg = {**CONFIG, "hidden_size": h, "intermediate_size": inter, "vocab_size": vocab, "num_attention_heads": 4,
+           "num_key_value_heads": 4}
+    (src / "config.json").write_text(json.dumps(cfg, indent=1))
+    write_gguf(src, out / "model.gguf", "qwen2", cfg, "Q8_0")
+
+
 def build_seeds(root: Path) -> dict[str, Path]:
     """Write every seed directory under `root`; returns name -> directory."""
     state = base_state()
     dirs = {name: root / name for name in ("st_single", "st_sharded", "bin_zip", "bin_legacy", "bin_sharded",
-                                           "adapter_st", "adapter_bin")}
+                                           "adapter_st", "adapter_bin", "gguf_src", "gguf")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     config = json.dumps(CONFIG, indent=1)
@@ -102,4 +127,5 @@ def build_seeds(root: Path) -> dict[str, Path]:
     torch.save(adapter, dirs["adapter_bin"] / "adapter_model.bin")
     for name in ("adapter_st", "adapter_bin"):
         (dirs[name] / "adapter_config.json").write_text(json.dumps(ADAPTER_CONFIG, indent=1))
+    _gguf_seed(dirs["gguf_src"], dirs["gguf"])
     return dirs

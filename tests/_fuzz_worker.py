@@ -19,7 +19,7 @@ from _fuzz_mutate import KINDS, write_case
 MAX_MESSAGE = 200
 
 
-def exercise(case_dir: Path, base_dir: Path, adapter: bool) -> None:
+def exercise(case: Path, base_dir: Path, adapter: bool) -> None:
     """What a user does with a checkpoint: inspect it (headers), compare it, store the report."""
     from modeldelta_mcp.compare import compare, resolve_pair
     from modeldelta_mcp.engine import EngineOptions
@@ -27,8 +27,8 @@ def exercise(case_dir: Path, base_dir: Path, adapter: bool) -> None:
     from modeldelta_mcp.models import ComparisonReport
 
     if not adapter:
-        inspect_checkpoint(str(case_dir)).model_dump_json()
-    pair = resolve_pair(str(base_dir), str(case_dir))
+        inspect_checkpoint(str(case)).model_dump_json()
+    pair = resolve_pair(str(base_dir), str(case))
     report = compare(pair, EngineOptions(top_k=4))
     ComparisonReport.model_validate_json(report.model_dump_json())  # what the store writes and reads back
 
@@ -57,7 +57,8 @@ def main() -> None:
             _, how = write_case(seeds, kind, plan["seed"], i, case_dir)
             out = {"kind": kind, "i": i, "how": how[:200]}
             try:
-                exercise(case_dir, base, adapter=spec.base is not None)
+                exercise(case_dir / spec.target if spec.by_file else case_dir, base,
+                         adapter=spec.base is not None and not spec.by_file)
                 out["outcome"] = "ok"
             except ModelDeltaError as exc:
                 msg = str(exc)

@@ -1,7 +1,8 @@
 """Fuzz campaign over every reader: thousands of mutated files, at a fixed seed, through the public entry points.
 
 Each case (tests/_fuzz_mutate.py) mutates one file of a real small checkpoint: safetensors header and data,
-sharded index JSON, config.json, adapter_config.json, `.bin` pickles (zip and legacy) loaded weights-only.
+sharded index JSON, config.json, adapter_config.json, `.bin` pickles (zip and legacy) loaded weights-only,
+and a Q8_0 GGUF file (header counts and 64-bit lengths made huge).
 A worker process (tests/_fuzz_worker.py) inspects and compares each case against its unmutated seed; this
 module watches it from outside, so a hang (no answer within CASE_TIMEOUT_S) or a crash of native code is
 pinned to its case and the campaign goes on. Contract: every case either succeeds or raises the project's
@@ -34,7 +35,7 @@ from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources import resolve
 
 SEED = 20261130
-# 10 kinds x 250: 2,500 mutated files, about 30 s of one core (a few ms per case).
+# 11 kinds x 250: 2,750 mutated files, about 30 s of one core (a few ms per case).
 CASES_PER_KIND = 250
 # A case takes milliseconds; this only has to outlast a machine shared with other jobs.
 CASE_TIMEOUT_S = 60.0
