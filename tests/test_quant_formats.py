@@ -11,11 +11,11 @@ import _quant_writers as W
 import pytest
 import torch
 from _quant_gguf import hf_config, write_gguf
-from modeldelta_mcp.inspect import describe
 
 from modeldelta_mcp.compare import compare, resolve_pair
 from modeldelta_mcp.engine import EngineOptions
 from modeldelta_mcp.errors import SourceError
+from modeldelta_mcp.inspection import describe
 from modeldelta_mcp.models import ComparisonReport
 from modeldelta_mcp.sources import resolve
 
