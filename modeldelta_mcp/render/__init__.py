@@ -27,7 +27,8 @@ def format_for_path(path: str | Path) -> ReportFormat:
 
 
 def render_report(report: ComparisonReport, fmt: ReportFormat, *, top_n: int = 20, color: bool = False) -> str:
-    """The report in `fmt`. `top_n` bounds module tables; `color` only applies to the terminal text."""
+    """The report in `fmt`. `top_n` bounds module tables (the HTML's full table is never cut); `color`
+    only applies to the terminal text."""
     if fmt == "json":
         from modeldelta_mcp.render.json_report import render_json
 
@@ -35,5 +36,13 @@ def render_report(report: ComparisonReport, fmt: ReportFormat, *, top_n: int = 2
     if fmt == "text":
         from modeldelta_mcp.render.text import render_text
 
-        return render_text(report, top_n=top_n)
-    raise ModelDeltaError(f"{fmt} reports are not built yet; use .json or the terminal")
+        return render_text(report, top_n=top_n, color=color)
+    if fmt == "md":
+        from modeldelta_mcp.render.markdown import render_markdown
+
+        return render_markdown(report, top_n=top_n)
+    if fmt == "html":
+        from modeldelta_mcp.render.html import render_html
+
+        return render_html(report, top_n=top_n)
+    raise ModelDeltaError(f"unknown report format {fmt!r}; use text, json, md or html")
