@@ -15,7 +15,7 @@ from _render_pairs import lora_frozen_pair, pair_300
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import ComparisonReport
 from modeldelta_mcp.render import format_for_path, render_report
-from modeldelta_mcp.render.derive import rank_cliff
+from modeldelta_mcp.render.derive import rank_cliff, spectral_knee
 from modeldelta_mcp.store import ResultStore
 
 PLOT_IDS = ["heatmap-frob_norm_relative", "heatmap-cosine_sim", "heatmap-effective_rank",
@@ -134,6 +134,15 @@ def test_rank_cliff_is_read_from_the_spectrum(report: ComparisonReport) -> None:
     assert rank == 2 and ratio is not None and ratio > 1e3
     dense = q.model_copy(update={"top_singular_values": [1.0 / (i + 1) for i in range(20)], "forensics": {}})
     assert rank_cliff(dense) == (None, None)
+
+
+def test_spectral_knee_finds_a_low_rank_part_above_a_dense_floor() -> None:
+    smooth = [0.02 * 0.96**i for i in range(20)]
+    planted = smooth[:16] + [v * 0.45 for v in smooth[16:]]
+    rank, ratio = spectral_knee(planted)
+    assert rank == 16 and ratio is not None and 2.0 < ratio < 2.5
+    assert spectral_knee(smooth) == (None, None)
+    assert spectral_knee([1.0] + smooth[1:]) == (None, None)  # a dominant σ_1 alone is no knee
 
 
 def test_markdown_carries_the_json_finding_codes(report: ComparisonReport) -> None:

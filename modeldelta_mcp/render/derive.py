@@ -23,6 +23,12 @@ HEATMAP_METRICS: dict[str, str] = {
 # dense updates decay smoothly (adjacent ratios below ~2); an exactly low-rank delta drops to the rounding
 # floor, many orders of magnitude below its last real singular value.
 CLIFF_RATIO = 100.0
+# A "knee": a drop well above the spectrum's usual step, yet no cliff — a low-rank component on top of a
+# dense update (a LoRA followed by full training, a planted low-rank part). The adjacent ratio must reach
+# KNEE_MIN_RATIO and its log must be KNEE_STEP_FACTOR times the median log step of the top-k values
+# (smooth trained spectra step by 1.02-1.15; a planted part stands out by 2x or more).
+KNEE_MIN_RATIO = 1.5
+KNEE_STEP_FACTOR = 8.0
 
 
 def role_key(role: str) -> int:
@@ -35,16 +41,19 @@ def profile_modules(report: ComparisonReport) -> list[ModuleDelta]:
     return sorted(mods, key=lambda m: m.frob_norm_relative, reverse=True)
 
 
-def layer_roles(report: ComparisonReport) -> list[str]:
-    """Roles present in the per-layer rows, in display order."""
-    roles = {r for row in report.layers for r in row.roles}
+def layer_roles(report: ComparisonReport, matrices_only: bool = False) -> list[str]:
+    """Roles present in the per-layer rows, in display order. `matrices_only` drops vector roles (norm scales:
+    no spectrum, and a scale of change of their own that would flatten a shared colour scale)."""
+    roles = {r for row in report.layers for r, cell in row.roles.items()
+             if not matrices_only or cell.effective_rank is not None}
     return sorted(roles, key=role_key)
 
 
 def heatmap(report: ComparisonReport, metric: str) -> tuple[list[int], list[str], list[list[float | None]]]:
-    """(layers, roles, values[role][layer]) for one LayerRoleMetrics field; None where a layer lacks the role."""
+    """(layers, roles, values[role][layer]) of the weight matrices for one LayerRoleMetrics field; None where a
+    layer lacks the role."""
     layers = [row.layer for row in report.layers]
-    roles = layer_roles(report)
+    roles = layer_roles(report, matrices_only=True)
     values: list[list[float | None]] = []
     for role in roles:
         line: list[float | None] = []
@@ -98,6 +107,8 @@ class Spectrum:
     values: list[float]  # the top singular values, zeros dropped (log axes)
     cliff_rank: int | None  # σ_r is the last value above the cliff
     cliff_ratio: float | None
+    knee_rank: int | None = None  # σ_r is the last value above a knee (only when there is no cliff)
+    knee_ratio: float | None = None
 
 
 def rank_cliff(m: ModuleDelta) -> tuple[int | None, float | None]:
@@ -120,6 +131,19 @@ def rank_cliff(m: ModuleDelta) -> tuple[int | None, float | None]:
     return best
 
 
+def spectral_knee(values: list[float]) -> tuple[int | None, float | None]:
+    """(rank, σ_r/σ_{r+1}) of the largest step from rank 2 on that stands out of a smooth decay, or (None, None)."""
+    steps = [math.log(values[i] / values[i + 1]) for i in range(len(values) - 1) if values[i + 1] > 0]
+    if len(steps) < 4:
+        return None, None
+    typical = sorted(steps)[len(steps) // 2]
+    i = max(range(1, len(steps)), key=lambda j: steps[j])  # rank >= 2: a dominant σ_1 alone is no knee
+    ratio = math.exp(steps[i])
+    if ratio >= KNEE_MIN_RATIO and steps[i] >= KNEE_STEP_FACTOR * max(typical, 1e-12):
+        return i + 1, ratio
+    return None, None
+
+
 def top_spectra(report: ComparisonReport, n: int = 6) -> list[Spectrum]:
     """Spectra of the n most changed modules that have singular values."""
     out: list[Spectrum] = []
@@ -130,7 +154,8 @@ def top_spectra(report: ComparisonReport, n: int = 6) -> list[Spectrum]:
         if m.identical or not m.has_svd or len(values) < 2:
             continue
         rank, ratio = rank_cliff(m)
-        out.append(Spectrum(m, values, rank, ratio))
+        knee, knee_ratio = spectral_knee(values) if rank is None else (None, None)
+        out.append(Spectrum(m, values, rank, ratio, knee, knee_ratio))
     return out
 
 

@@ -26,7 +26,9 @@ from modeldelta_mcp.render.evidence import fmt_value, key_evidence, method_findi
 from modeldelta_mcp.render.plots import report_plots
 
 TEMPLATES = Path(__file__).with_name("templates")
-ROLE_EVIDENCE_KEYS = ("roles", "target_modules", "frozen_roles", "untouched_roles")
+# Evidence lists of roles or module names, shown as chips; a LoRA's roles are its targets.
+CHIP_KEYS = {"roles": "roles", "target_modules": "targets", "frozen_roles": "frozen roles",
+             "untouched_roles": "untouched roles"}
 
 
 @cache
@@ -62,10 +64,13 @@ def _strip(f: Finding, n_layers: int) -> list[tuple[int, str]]:
 
 
 def _card(f: Finding, primary: bool, n_layers: int) -> Card:
-    chips = {key: sorted(map(str, f.evidence[key]), key=role_key)
-             for key in ROLE_EVIDENCE_KEYS if isinstance(f.evidence.get(key), list) and f.evidence[key]}
-    facts = [(label, value) for label, value in key_evidence(f)
-             if label not in {"targets", "roles", "frozen roles", "modules"} or not chips]
+    chips: dict[str, list[str]] = {}
+    for key, label in CHIP_KEYS.items():
+        if isinstance(f.evidence.get(key), list) and f.evidence[key]:
+            if key == "roles" and f.code == "lora_merge":
+                label = "targets"  # a merged LoRA's changed roles are its targets
+            chips.setdefault(label, sorted(map(str, f.evidence[key]), key=role_key))
+    facts = [(label, value) for label, value in key_evidence(f) if label not in chips]
     return Card(f, primary, facts, chips, _strip(f, n_layers),
                 [(k, fmt_value(v)) for k, v in f.evidence.items()])
 

@@ -27,6 +27,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from modeldelta_mcp.models import ComparisonReport
 from modeldelta_mcp.render.derive import (
     HEATMAP_METRICS,
+    Spectrum,
     heatmap,
     layer_drift,
     profile_modules,
@@ -35,7 +36,7 @@ from modeldelta_mcp.render.derive import (
     top_spectra,
 )
 
-INK, MUTED, GRID, ACCENT, ALERT = "#1f2933", "#616e7c", "#e4e7eb", "#2563eb", "#dc2626"
+INK, MUTED, GRID, ACCENT, ALERT, KNEE = "#1f2933", "#616e7c", "#e4e7eb", "#2563eb", "#dc2626", "#d97706"
 STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
@@ -62,6 +63,9 @@ HEATMAP_CMAPS = {"frob_norm_relative": "YlOrRd", "cosine_sim": "RdYlGn", "effect
 # Write the value into each heatmap cell when the grid is this small (larger grids get a colour bar only).
 ANNOTATE_MAX_CELLS = 160
 SPECTRA_COLUMNS = 3
+# Relative changes spanning at least this factor get log-spaced bins (LoRA targets vs untouched-ish modules);
+# a narrower spread reads better on a linear axis.
+LOG_HISTOGRAM_SPAN = 10.0
 WIDTH_IN = 10.0  # figure width in inches; the page scales SVGs to its column width
 
 
@@ -173,6 +177,16 @@ def _layer_drift(report: ComparisonReport) -> Figure:
     return fig
 
 
+def _spectrum_mark(sp: Spectrum) -> tuple[int, str, str, str] | None:
+    """(rank, colour, line style, label) of a rank cliff, else of a knee, else None."""
+    if sp.cliff_rank is not None:
+        ratio = "" if sp.cliff_ratio is None or math.isinf(sp.cliff_ratio) else f"\n÷{sp.cliff_ratio:.2g}"
+        return sp.cliff_rank, ALERT, "--", f"rank cliff\nat {sp.cliff_rank}{ratio}"
+    if sp.knee_rank is not None and sp.knee_ratio is not None:
+        return sp.knee_rank, KNEE, ":", f"knee at {sp.knee_rank}\n÷{sp.knee_ratio:.2g}"
+    return None
+
+
 def _spectra(report: ComparisonReport, n: int) -> Figure:
     spectra = top_spectra(report, n)
     cols = min(SPECTRA_COLUMNS, max(1, len(spectra)))
@@ -191,11 +205,13 @@ def _spectra(report: ComparisonReport, n: int) -> Figure:
         er = sp.module.effective_rank
         stats = f"ΔW/W {sp.module.frob_norm_relative:.3g}" + (f"\neff. rank {er:.3g}" if er else "")
         ax.text(0.03, 0.04, stats, transform=ax.transAxes, ha="left", va="bottom", fontsize=7.5, color=MUTED)
-        if sp.cliff_rank is not None:
-            ax.axvline(sp.cliff_rank + 0.5, color=ALERT, linestyle="--", linewidth=1)
-            ratio = "" if sp.cliff_ratio is None or math.isinf(sp.cliff_ratio) else f"\n÷{sp.cliff_ratio:.2g}"
-            ax.text(sp.cliff_rank + 0.7, sp.values[0], f"rank cliff\nat {sp.cliff_rank}{ratio}", color=ALERT,
-                    fontsize=7.5, va="top")
+        mark = _spectrum_mark(sp)
+        if mark is not None:
+            rank, color, style, label = mark
+            ax.axvline(rank + 0.5, color=color, linestyle=style, linewidth=1.1)
+            right_half = rank + 0.5 > math.sqrt(len(sp.values))  # geometric middle of a log axis
+            ax.text(rank + (0.35 if right_half else 0.7), sp.values[0], label, color=color, fontsize=7.5, va="top",
+                    ha="right" if right_half else "left")
         _plain_log_axis(ax.xaxis)
         _plain_log_axis(ax.yaxis)
         ax.set_xlabel("rank i", fontsize=8)
@@ -218,15 +234,17 @@ def _histogram(report: ComparisonReport) -> Figure:
     roles = sorted({m.role for m in changed}, key=role_key)
     lo = min(m.frob_norm_relative for m in changed)
     hi = max(m.frob_norm_relative for m in changed)
-    if hi / lo < 1.5:  # one value, or nearly: a log span of a factor below 1.5 makes 30 hair-thin bins
-        lo, hi = lo / 1.5, hi * 1.5
-    bins = list(np.geomspace(lo, hi * (1 + 1e-9), 31))
+    log_scale = hi / lo >= LOG_HISTOGRAM_SPAN
+    if hi - lo < 1e-3 * hi:  # one value, or nearly: give it a visible width
+        lo, hi = lo * 0.9, hi * 1.1
+    bins = list(np.geomspace(lo, hi * (1 + 1e-9), 31) if log_scale else np.linspace(lo, hi * (1 + 1e-9), 31))
     colors = [matplotlib.colormaps["tab20"](i) for i in range(20)]
     ax.hist([[m.frob_norm_relative for m in changed if m.role == r] for r in roles], bins=bins, stacked=True,
             label=roles, color=[colors[(2 * i) % 20 + (i // 10)] for i in range(len(roles))])
-    ax.set_xscale("log")
-    _plain_log_axis(ax.xaxis)
-    ax.set_xlabel("relative change ‖ΔW‖/‖W‖ per module (log scale)")
+    if log_scale:
+        ax.set_xscale("log")
+        _plain_log_axis(ax.xaxis)
+    ax.set_xlabel("relative change ‖ΔW‖/‖W‖ per module" + (" (log scale)" if log_scale else ""))
     ax.set_ylabel("modules")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(frameon=False, ncols=min(4, len(roles)), fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -240,7 +258,8 @@ def report_plots(report: ComparisonReport, n_spectra: int = 6) -> list[Plot]:
     n_identical = report.totals.n_identical
     plots = [
         Plot(f"heatmap-{metric}", title,
-             "Layers × module roles, one cell per weight matrix; grey: the layer has no such module.",
+             "Layers × module roles, one cell per weight matrix (norm scales are in the table); grey: the layer "
+             "has no such module.",
              _draw(f"heatmap-{metric}", partial(_heatmap, report, metric)))
         for metric, title in HEATMAP_METRICS.items()
     ] if report.layers else []
@@ -249,8 +268,10 @@ def report_plots(report: ComparisonReport, n_spectra: int = 6) -> list[Plot]:
                           "‖ΔW‖/‖W‖ over every tensor of each layer (norms combined in quadrature).",
                           _draw("layer-drift", lambda: _layer_drift(report))))
     plots.append(Plot("spectra", "Singular-value spectra of the most changed modules",
-                      "Top singular values of ΔW, log-log. A dashed red line marks a rank cliff: σ drops by orders "
-                      "of magnitude to the rounding floor, the signature of an exactly low-rank update.",
+                      "Top singular values of ΔW, log-log. Red dashes mark a rank cliff: σ drops by orders of "
+                      "magnitude to the rounding floor, the signature of an exactly low-rank update. Orange dots mark "
+                      "a knee: a step well above the spectrum's usual decay, a low-rank part on top of a dense "
+                      "update.",
                       _draw("spectra", lambda: _spectra(report, n_spectra))))
     plots.append(Plot("histogram", "Relative change by role",
                       f"Modules of at least 1000 parameters that changed, stacked by role"
