@@ -47,8 +47,9 @@ def render_page(html: Path, png: Path, width: int = 1280, height: int = PAGE_HEI
     return PageRun(console, png, proc.stderr)
 
 
-def crop_to_content(png: Path, margin: int = 24) -> None:
-    """Cut the empty page background below the last row that has content."""
+def crop_to_content(png: Path, margin: int = 24, palette: int | None = None) -> None:
+    """Cut the empty page background below the last row that has content; `palette` colours (e.g. 128)
+    store the screenshot as a palette PNG, a third of the size for a page of flat colours."""
     from PIL import Image
 
     with Image.open(png) as img:
@@ -59,4 +60,8 @@ def crop_to_content(png: Path, margin: int = 24) -> None:
 
     box = ImageChops.difference(rgb, diff).getbbox()
     if box is not None:
-        rgb.crop((0, 0, rgb.width, min(rgb.height, box[3] + margin))).save(png, optimize=True)
+        rgb = rgb.crop((0, 0, rgb.width, min(rgb.height, box[3] + margin)))
+    if palette is not None:
+        rgb.quantize(colors=palette, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(png, optimize=True)
+    else:
+        rgb.save(png, optimize=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from modeldelta_mcp.models import ComparisonReport, Finding
+from modeldelta_mcp.models import ComparisonReport, Diagnostics, Finding
 from modeldelta_mcp.render.derive import fmt_num, fmt_params, hub_url, layer_drift, layer_roles, profile_modules
 from modeldelta_mcp.render.evidence import fmt_value, key_evidence, method_line
 
@@ -33,7 +33,7 @@ def code(text: str) -> str:
     return f"{fence}{text}{fence}"
 
 
-def _table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+def table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
     """`align`: one character per column, l or r."""
     sep = ["---:" if a == "r" else "---" for a in align]
     return ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |",
@@ -55,10 +55,11 @@ def _checkpoints(report: ComparisonReport) -> list[str]:
     rows.append(["dtypes", cell(", ".join(f"{k} ×{v}" for k, v in a.dtypes.items())),
                  cell(", ".join(f"{k} ×{v}" for k, v in b.dtypes.items()))])
     rows.append(["architecture", cell(a.architecture or "—"), cell(b.architecture or "—")])
-    return _table(["", "A (base)", "B"], rows, "lll")
+    return table(["", "A (base)", "B"], rows, "lll")
 
 
-def _finding(f: Finding, brief: bool) -> list[str]:
+def finding_lines(f: Finding, brief: bool) -> list[str]:
+    """A bullet: title, code, severity; its key evidence; unless brief, the detail and all evidence."""
     facts = " · ".join(f"{label} **{md_text(value)}**" for label, value in key_evidence(f))
     lines = [f"- **{md_text(f.title)}** {code(f.code)} · {f.severity}"]
     if facts:
@@ -71,12 +72,16 @@ def _finding(f: Finding, brief: bool) -> list[str]:
     return lines
 
 
+def verdict_line(d: Diagnostics) -> str:
+    return f"**Profile:** {d.profile_tag.upper()} · **Method:** {md_text(method_line(d))}"
+
+
 def _modules(report: ComparisonReport, top_n: int) -> list[str]:
     mods = profile_modules(report)
     rows = [[code(m.name), m.role, "—" if m.layer is None else str(m.layer), f"{m.frob_norm_relative:.4f}",
              f"{min(1.0, m.cosine_sim):.5f}", fmt_num(m.effective_rank, 3) if m.has_svd and not m.identical else "—",
              fmt_num(m.concentration_top_k, 3) if m.has_svd and not m.identical else "—"] for m in mods[:top_n]]
-    lines = _table(["module", "role", "layer", "ΔW/W", "cos", "eff. rank", "top-k conc."], rows, "lllrrrr")
+    lines = table(["module", "role", "layer", "ΔW/W", "cos", "eff. rank", "top-k conc."], rows, "lllrrrr")
     if len(mods) > top_n:
         lines.append(f"\n{len(mods) - top_n} more modules in the full report.")
     return lines
@@ -94,7 +99,7 @@ def _layers(report: ComparisonReport) -> list[str]:
         rows.append([str(d.layer), fmt_num(d.delta_norm, 3), fmt_num(d.relative, 3),
                      *(fmt_num(cells[r].frob_norm_relative, 3) if r in cells else "—" for r in roles)])
     header = ["layer", "‖ΔW‖", "ΔW/W", *roles]
-    return _table(header, rows, "r" * len(header))
+    return table(header, rows, "r" * len(header))
 
 
 def render_markdown(report: ComparisonReport, top_n: int = 20, brief: bool = False) -> str:
@@ -104,7 +109,7 @@ def render_markdown(report: ComparisonReport, top_n: int = 20, brief: bool = Fal
     if not brief:
         lines += [*_checkpoints(report), ""]
     lines += [
-        f"**Profile:** {d.profile_tag.upper()} · **Method:** {md_text(method_line(d))}",
+        verdict_line(d),
         "",
         md_text(d.summary),
         "",
@@ -116,7 +121,7 @@ def render_markdown(report: ComparisonReport, top_n: int = 20, brief: bool = Fal
         "",
     ]
     for f in d.findings:
-        lines += _finding(f, brief)
+        lines += finding_lines(f, brief)
     lines += ["", f"## Top {min(top_n, len(report.modules))} modules by relative change", "",
               *_modules(report, top_n)]
     if not brief and report.layers:

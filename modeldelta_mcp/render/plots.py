@@ -63,6 +63,7 @@ HEATMAP_CMAPS = {"frob_norm_relative": "YlOrRd", "cosine_sim": "RdYlGn", "effect
 # Write the value into each heatmap cell when the grid is this small (larger grids get a colour bar only).
 ANNOTATE_MAX_CELLS = 160
 SPECTRA_COLUMNS = 3
+LABEL_RIGHT_LIMIT = 0.72  # a cliff/knee label fits right of its line up to this fraction of the log axis
 # Relative changes spanning at least this factor get log-spaced bins (LoRA targets vs untouched-ish modules);
 # a narrower spread reads better on a linear axis.
 LOG_HISTOGRAM_SPAN = 10.0
@@ -144,7 +145,7 @@ def _heatmap(report: ComparisonReport, metric: str) -> Figure:
     elif metric == "effective_rank":
         label = "{:.3g}"
     else:
-        label = "{:.3f}" if vmax < 10 else "{:.3g}"
+        label = "{:.3g}"
     bar = fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01, format=FuncFormatter(lambda v, _: label.format(v)))
     bar.outline.set_visible(False)
     bar.ax.tick_params(labelsize=7.5)
@@ -209,11 +210,16 @@ def _spectra(report: ComparisonReport, n: int) -> Figure:
         if mark is not None:
             rank, color, style, label = mark
             ax.axvline(rank + 0.5, color=color, linestyle=style, linewidth=1.1)
-            right_half = rank + 0.5 > math.sqrt(len(sp.values))  # geometric middle of a log axis
-            ax.text(rank + (0.35 if right_half else 0.7), sp.values[0], label, color=color, fontsize=7.5, va="top",
-                    ha="right" if right_half else "left")
+            # Right of the line, at the top, is empty (the values there are lower); near the right edge, the
+            # label goes left of the line at mid height, under the values before the drop.
+            if math.log(rank + 0.5) / math.log(len(sp.values) + 0.5) < LABEL_RIGHT_LIMIT:
+                ax.text(rank + 0.7, sp.values[0], label, color=color, fontsize=7.5, va="top", ha="left")
+            else:
+                mid = math.sqrt(sp.values[0] * sp.values[-1])
+                ax.text(rank + 0.3, mid, label, color=color, fontsize=7.5, va="center", ha="right")
         _plain_log_axis(ax.xaxis)
-        _plain_log_axis(ax.yaxis)
+        if sp.values[0] / sp.values[-1] < 1e3:  # a few decades read better as plain numbers; more stay 10^k
+            _plain_log_axis(ax.yaxis)
         ax.set_xlabel("rank i", fontsize=8)
         ax.set_ylabel("σᵢ", fontsize=8)
         ax.tick_params(labelsize=7.5)
