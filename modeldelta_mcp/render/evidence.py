@@ -87,8 +87,8 @@ KEY_EVIDENCE: dict[str, list[Spec]] = {
     "unrelated_models": [("fraction_within_null", "within null", _pct), ("median_abs_z", "median |z|", fmt_value)],
     "permutation": [("layers", "layers", _ranges), ("units", "units", fmt_value)],
     "identical": [("n_tensors", "tensors", fmt_value)],
-    "oq_ratio": [("oq", "O/Q", fmt_value), ("variant", "variant", fmt_value),
-                 ("threshold", "notable above", fmt_value)],
+    "oq_ratio": [("oq", "O/Q", fmt_value), ("o_mean_relative", "O ΔW/W", fmt_value),
+                 ("q_mean_relative", "Q ΔW/W", fmt_value), ("threshold", "notable above", fmt_value)],
     # The seed's findings.
     "magnitude": [("mean_relative_change", "mean ΔW/W", fmt_value), ("profile_tag", "profile", fmt_value)],
     "structure": [("mean_concentration_top_k", "top-k energy", _pct),

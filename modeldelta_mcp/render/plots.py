@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -259,8 +260,18 @@ def _histogram(report: ComparisonReport) -> Figure:
     return fig
 
 
+# matplotlib's rc_context sets process-wide rcParams: one report's figures at a time (the MCP server renders
+# resources in worker threads).
+_RC_LOCK = threading.Lock()
+
+
 def report_plots(report: ComparisonReport, n_spectra: int = 6) -> list[Plot]:
     """Every figure of the HTML report, in page order."""
+    with _RC_LOCK:
+        return _report_plots(report, n_spectra)
+
+
+def _report_plots(report: ComparisonReport, n_spectra: int) -> list[Plot]:
     n_identical = report.totals.n_identical
     plots = [
         Plot(f"heatmap-{metric}", title,
