@@ -91,7 +91,7 @@ def test_each_format_renders_from_the_store(report: ComparisonReport) -> None:
 def test_format_for_path() -> None:
     assert format_for_path("x/report.HTML") == "html"
     assert format_for_path("r.md") == "md"
-    with pytest.raises(ModelDeltaError, match="unknown output format .pdf"):
+    with pytest.raises(ModelDeltaError, match=r"unknown output format \.pdf"):
         format_for_path("r.pdf")
 
 
@@ -142,7 +142,7 @@ def test_spectral_knee_finds_a_low_rank_part_above_a_dense_floor() -> None:
     rank, ratio = spectral_knee(planted)
     assert rank == 16 and ratio is not None and 2.0 < ratio < 2.5
     assert spectral_knee(smooth) == (None, None)
-    assert spectral_knee([1.0] + smooth[1:]) == (None, None)  # a dominant σ_1 alone is no knee
+    assert spectral_knee([1.0, *smooth[1:]]) == (None, None)  # a dominant σ_1 alone is no knee
 
 
 def test_markdown_carries_the_json_finding_codes(report: ComparisonReport) -> None:
@@ -193,3 +193,25 @@ def test_chromium_renders_the_page_without_console_errors(html_page: str, tmp_pa
     assert run.console == [], f"console output from the page: {run.console}"
     crop_to_content(run.screenshot)
     assert run.screenshot.stat().st_size > 20_000  # a rendered page, not a blank canvas
+
+
+def test_edge_reports_render(report: ComparisonReport, tmp_path: Path) -> None:
+    """Without spectra, without layers, with nothing changed, and from the hub (plain links to model pages)."""
+    from modeldelta_mcp.compare import compare, resolve_pair
+    from modeldelta_mcp.engine import EngineOptions
+
+    a, _ = lora_frozen_pair(tmp_path)
+    no_spectrum = compare(resolve_pair(str(a), str(tmp_path / "lora_frozen")), EngineOptions(spectrum="off"))
+    page = render_report(no_spectrum, "html")
+    assert "No changed module has singular values" in page
+    same = run_compare(a, a)
+    assert same.diagnostics.profile_tag == "identical"
+    page = render_report(same, "html")
+    assert "No module changed." in page and render_report(same, "md") and render_report(same, "text")
+    flat = report.model_copy(update={"layers": []})
+    page = render_report(flat, "html")
+    assert 'id="heatmap-' not in page and 'id="spectra"' in page and 'id="histogram"' in page
+    hub = report.checkpoints.b.model_copy(update={"source": "hub", "id": "org/tuned@main", "revision": "ab" * 20})
+    page = render_report(report.model_copy(update={"checkpoints": report.checkpoints.model_copy(update={"b": hub})}),
+                         "html")
+    assert f'href="https://huggingface.co/org/tuned/tree/{"ab" * 20}"' in page

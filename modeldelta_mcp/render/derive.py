@@ -44,8 +44,9 @@ def profile_modules(report: ComparisonReport) -> list[ModuleDelta]:
 def layer_roles(report: ComparisonReport, matrices_only: bool = False) -> list[str]:
     """Roles present in the per-layer rows, in display order. `matrices_only` drops vector roles (norm scales:
     no spectrum, and a scale of change of their own that would flatten a shared colour scale)."""
-    roles = {r for row in report.layers for r, cell in row.roles.items()
-             if not matrices_only or cell.effective_rank is not None}
+    roles = {r for row in report.layers for r in row.roles}
+    if matrices_only:
+        roles &= {m.role for m in report.modules if m.layer is not None and len(m.shape) >= 2}
     return sorted(roles, key=role_key)
 
 

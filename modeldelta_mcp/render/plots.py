@@ -31,6 +31,7 @@ from modeldelta_mcp.render.derive import (
     Spectrum,
     heatmap,
     layer_drift,
+    layer_roles,
     profile_modules,
     role_key,
     short_name,
@@ -279,7 +280,7 @@ def _report_plots(report: ComparisonReport, n_spectra: int) -> list[Plot]:
              "has no such module.",
              _draw(f"heatmap-{metric}", partial(_heatmap, report, metric)))
         for metric, title in HEATMAP_METRICS.items()
-    ] if report.layers else []
+    ] if layer_roles(report, matrices_only=True) else []
     if report.layers:
         plots.append(Plot("layer-drift", "Per-layer drift",
                           "‖ΔW‖/‖W‖ over every tensor of each layer (norms combined in quadrature).",
