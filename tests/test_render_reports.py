@@ -215,3 +215,23 @@ def test_edge_reports_render(report: ComparisonReport, tmp_path: Path) -> None:
     page = render_report(report.model_copy(update={"checkpoints": report.checkpoints.model_copy(update={"b": hub})}),
                          "html")
     assert f'href="https://huggingface.co/org/tuned/tree/{"ab" * 20}"' in page
+
+
+def test_quantization_and_copy_cards_show_their_evidence(report: ComparisonReport) -> None:
+    from modeldelta_mcp.models import Finding
+
+    quant = Finding(code="quantization_roundtrip", category="method", severity="info", title="4-bit round trip",
+                    detail="d", evidence={"bits": 4, "granularity": "per_group", "group_size": 128,
+                                          "scheme": "uniform", "n_tensors": 10, "roles": ["attn_q", "mlp_up"]})
+    copy = Finding(code="layer_copy", category="method", severity="notable", title="Layer 5 copied from 2",
+                   detail="d", evidence={"copies": [[5, 2]], "n_copies": 1})
+    d = report.diagnostics.model_copy(update={"findings": [quant, copy], "method": "quantization_roundtrip"})
+    page = render_report(report.model_copy(update={"diagnostics": d}), "html")
+    card = page.split('id="finding-quantization_roundtrip"')[1].split("</article>")[0]
+    for value, label in (("4", "bits"), ("per_group", "granularity"), ("128", "group"), ("uniform", "scheme")):
+        assert f'<div class="fact-value">{value}</div><div class="fact-label">{label}</div>' in card
+    assert "tag-primary" in card
+    strip = page.split('id="finding-layer_copy"')[1].split("</article>")[0]
+    assert 'class="cell copy" title="layer 5: copy"' in strip
+    md = render_report(report.model_copy(update={"diagnostics": d}), "md")
+    assert "bits **4** · granularity **per_group** · group **128**" in md
