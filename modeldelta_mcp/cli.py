@@ -1,4 +1,5 @@
-"""Command line: a command group (`compare`, `demo`, `inspect`); `modeldelta A B` means `modeldelta compare A B`."""
+"""Command line: a command group (`compare`, `report`, `demo`, `inspect`); `modeldelta A B` means
+`modeldelta compare A B`."""
 
 from __future__ import annotations
 
@@ -102,13 +103,18 @@ def compute_report(model_a: str, model_b: str, options: EngineOptions, *, token:
     return outcome
 
 
+def use_color() -> bool:
+    """ANSI colour only on a terminal, and never with NO_COLOR set (no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
 def write_output(report: ComparisonReport, output: str | None, top_n: int, quiet: bool) -> None:
     """The terminal table, or the report written (atomically) in the format of the output file's suffix."""
     from modeldelta_mcp.render import format_for_path, render_report
     from modeldelta_mcp.store import atomic_write_text
 
     if output is None:
-        click.echo(render_report(report, "text", top_n=top_n, color=sys.stdout.isatty()))
+        click.echo(render_report(report, "text", top_n=top_n, color=use_color()))
         return
     fmt = format_for_path(output)
     atomic_write_text(Path(output), render_report(report, fmt, top_n=top_n))
@@ -141,8 +147,9 @@ class DefaultToCompare(click.Group):
 HELP = """Compare two model checkpoints and diagnose how B was made from A.
 
 \b
-  modeldelta MODEL_A MODEL_B [-o report.json]   compare (hub ids, local dirs or files)
+  modeldelta MODEL_A MODEL_B [-o report.html]   compare (hub ids, local dirs or files)
   modeldelta compare MODEL_A MODEL_B [...]      the same, for paths named like a command
+  modeldelta report SOURCE [-o report.md]       render a stored report (id or report.json)
   modeldelta demo                               a built-in example pair, no network
   modeldelta inspect MODEL                      headers only: tensors, dtypes, parameters
   modeldelta store list | prune                 the result store: what it holds, removing old reports
@@ -178,6 +185,50 @@ def compare_command(model_a: str, model_b: str, output: str | None, top_k: int, 
                             memory_budget=_parse_bytes(memory_budget))
     with _user_errors():
         run_compare(model_a, model_b, output, top_n, options, token=token, quiet=quiet, use_store=not no_cache)
+
+
+def load_report(source: str) -> ComparisonReport:
+    """A stored report: a report.json file, or a report id from the result store. Nothing is recomputed."""
+    from pydantic import ValidationError
+
+    from modeldelta_mcp.store import ResultStore, is_report_id
+
+    path = Path(source).expanduser()
+    if path.is_file():
+        try:
+            return ComparisonReport.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise ModelDeltaError(f"{source}: not a modeldelta report ({first['msg']}{f' at {where}' if where else ''})"
+                                  ) from None
+        except OSError as exc:
+            raise ModelDeltaError(f"{source}: cannot read ({exc.strerror})") from None
+    if is_report_id(source):
+        store = ResultStore()
+        report = store.get(source)
+        if report is None:
+            raise ModelDeltaError(f"report {source}: not in the result store at {store.root} "
+                                  "(MODELDELTA_CACHE_DIR); compare the pair again or pass a report.json")
+        return report
+    raise ModelDeltaError(f"{source}: neither a report.json file nor a report id (16 hex characters)")
+
+
+@main_command.command("report", context_settings=CONTEXT)
+@click.argument("source")
+@click.option("-o", "--output", default=None,
+              help="Output file; its suffix picks the format (.html, .md, .json, .txt). Omit for the terminal table.")
+@click.option("--top-n", default=20, show_default=True, type=click.IntRange(1),
+              help="Modules in the terminal and Markdown tables.")
+@click.option("-q", "--quiet", is_flag=True, help="No confirmation on stderr.")
+def report_command(source: str, output: str | None, top_n: int, quiet: bool) -> None:
+    """Render a stored report (a report id from the store, or a report.json) without recomputing."""
+    from modeldelta_mcp.render import format_for_path
+
+    with _user_errors():
+        if output is not None:
+            format_for_path(output)  # an unknown suffix fails before anything is read
+        write_output(load_report(source), output, top_n, quiet)
 
 
 @main_command.command("demo", context_settings=CONTEXT)
