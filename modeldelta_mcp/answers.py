@@ -1,4 +1,4 @@
-"""Tool answers cut from a ComparisonReport, and their short text renderings (pure functions, no I/O)."""
+"""Tool answers cut from a ComparisonReport, and their short Markdown renderings (pure functions, no I/O)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from modeldelta_mcp.models import (
     ModuleDelta,
     TopModulesAnswer,
 )
+from modeldelta_mcp.render import markdown as md
 
 REPORT_URI = "modeldelta://reports/{report_id}"
 # Compact rows in compare_checkpoints' summary: enough to see where the change sits, small enough for a
@@ -120,55 +121,73 @@ def layer_profile(report: ComparisonReport) -> LayerProfileAnswer:
                               layers=report.layers)
 
 
-# ---- text renderings: for clients that read only text; the structured content is the contract ----
+# ---- text renderings: short Markdown for clients that read only text; the structured content is the contract ----
+
+# Modules listed in a tool's text (the structured content carries them all).
+TEXT_TOP_MODULES = 5
 
 
 def _num(x: float | int | None) -> str:
     return "n/a" if x is None else f"{x:.4g}"
 
 
+def _resources(report_id: str) -> str:
+    uri = report_uri(report_id)
+    return (f"Report {md.code(report_id)}: JSON {md.code(uri)} · HTML {md.code(uri + '/html')} · "
+            f"Markdown {md.code(uri + '/md')}")
+
+
+def _compact_table(rows: list[CompactModule] | list[ModuleDelta]) -> list[str]:
+    return md.table(["module", "role", "layer", "ΔW/W", "cos", "eff. rank"],
+                    [[md.code(m.name), m.role, "—" if m.layer is None else str(m.layer), f"{m.frob_norm_relative:.4g}",
+                      f"{min(1.0, m.cosine_sim):.5f}", _num(m.effective_rank)] for m in rows], "lllrrr")
+
+
 def summary_text(s: CompareSummary) -> str:
-    d = s.diagnostics
-    lines = [
-        f"report_id {s.report_id}: {s.model_a} -> {s.model_b}",
-        f"profile {d.profile_tag}, method {d.method}; mean relative change {s.totals.mean_relative_change:.4g}, "
-        f"mean cosine {s.totals.mean_cosine_sim:.6f}; {s.counts.n_changed} of {s.counts.n_tensors} tensors changed, "
-        f"{s.counts.n_skipped} skipped.",
-        d.summary,
-    ]
+    d, t, c = s.diagnostics, s.totals, s.counts
+    lines = [f"## modeldelta: {md.code(s.model_a)} → {md.code(s.model_b)}", "", md.verdict_line(d), "",
+             md.md_text(d.summary), "",
+             f"{c.n_tensors} tensors compared ({c.n_changed} changed, {c.n_identical} identical, {c.n_skipped} "
+             f"skipped) · mean ΔW/W {t.mean_relative_change:.4g} · mean cos {t.mean_cosine_sim:.6f}", "",
+             "**Findings**", ""]
+    lines += [line for f in d.findings for line in md.finding_lines(f, brief=True)]
     if s.top_modules:
-        lines.append("Most changed: " + "; ".join(
-            f"{m.name} ({m.frob_norm_relative:.4g})" for m in s.top_modules[:5]))
-    lines.append(f"Findings: {', '.join(f.code for f in d.findings) or 'none'}. Full report: {s.report_uri}")
+        lines += ["", "**Most changed**", "", *_compact_table(s.top_modules[:TEXT_TOP_MODULES])]
+    lines += ["", _resources(s.report_id)]
     return "\n".join(lines)
 
 
 def diagnosis_text(a: DiagnosisAnswer) -> str:
     d = a.diagnostics
-    lines = [f"report_id {a.report_id}: profile {d.profile_tag}, method {d.method}.", d.summary]
-    lines += [f"- [{f.severity}] {f.code}: {f.title}" for f in d.findings]
+    lines = [f"## Diagnosis (report {md.code(a.report_id)})", "", md.verdict_line(d), "", md.md_text(d.summary), ""]
+    lines += [line for f in d.findings for line in md.finding_lines(f, brief=True)]
     return "\n".join(lines)
 
 
 def top_modules_text(a: TopModulesAnswer) -> str:
-    head = f"report_id {a.report_id}: top {len(a.modules)} by {a.sort_by}" + (f" (role {a.role})" if a.role else "")
-    rows = [f"- {m.name} [{m.role}] {a.sort_by}={_num(getattr(m, a.sort_by))}" for m in a.modules]
-    return "\n".join([head, *rows])
+    head = f"## Top {len(a.modules)} modules by {md.code(a.sort_by)}" + (f", role {md.code(a.role)}" if a.role else "")
+    rows = [[md.code(m.name), m.role, "—" if m.layer is None else str(m.layer), _num(getattr(m, a.sort_by)),
+             f"{m.frob_norm_relative:.4g}"] for m in a.modules]
+    return "\n".join([head, "", *md.table(["module", "role", "layer", a.sort_by, "ΔW/W"], rows, "lllrr"), "",
+                      _resources(a.report_id)])
 
 
 def layer_profile_text(a: LayerProfileAnswer) -> str:
-    lines = [f"report_id {a.report_id}: relative change per layer and role ({len(a.layers)} layers)"]
-    for row in a.layers:
-        cells = ", ".join(f"{role} {m.frob_norm_relative:.3g}" for role, m in row.roles.items())
-        lines.append(f"layer {row.layer}: {cells}")
-    return "\n".join(lines)
+    roles = a.roles[:md.MAX_LAYER_TABLE_ROLES]
+    rows = [[str(row.layer), *(f"{row.roles[r].frob_norm_relative:.3g}" if r in row.roles else "—" for r in roles)]
+            for row in a.layers]
+    return "\n".join([f"## Relative change ΔW/W per layer and role ({len(a.layers)} layers)", "",
+                      *md.table(["layer", *roles], rows, "r" * (len(roles) + 1)), "", _resources(a.report_id)])
 
 
 def inspect_text(a: InspectAnswer) -> str:
     c = a.checkpoint
-    dtypes = ", ".join(f"{k} x{v}" for k, v in c.dtypes.items())
-    return (f"{c.id}: {c.architecture or 'unknown architecture'}, {c.n_tensors} tensors, {c.n_params:,} parameters, "
-            f"{a.n_layers or 0} layers; dtypes {dtypes}; files {', '.join(c.files)}")
+    dtypes = ", ".join(f"{k} ×{v}" for k, v in c.dtypes.items())
+    return "\n".join([f"## {md.code(c.id)}", "",
+                      f"{md.md_text(c.architecture or 'unknown architecture')} · {c.n_tensors} tensors · "
+                      f"{c.n_params:,} parameters · {a.n_layers or 0} layers · dtypes {dtypes}",
+                      "", "Files: " + ", ".join(md.code(f) for f in c.files[:10])
+                      + (f" … (+{len(c.files) - 10})" if len(c.files) > 10 else "")])
 
 
 __all__ = [

@@ -1,17 +1,20 @@
-"""The MCP server: five read-only tools and one resource over one engine and one result store.
+"""The MCP server: five read-only tools and the report resources (JSON, HTML, Markdown) over one engine and one
+result store.
 
 `modeldelta-mcp` serves stdio (what MCP clients launch); `--transport streamable-http` serves HTTP.
 Built on the official SDK's MCPServer: typed tool signatures give the input schemas, the pydantic
-answer models (models.py) give the output schemas, and every answer also carries a short text.
+answer models (models.py) give the output schemas, and every answer also carries a short Markdown text.
 """
 
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
+import anyio.to_thread
 import click
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
@@ -34,6 +37,7 @@ from modeldelta_mcp.models import (
     TopModulesAnswer,
 )
 from modeldelta_mcp.progress import Progress
+from modeldelta_mcp.render import render_report
 from modeldelta_mcp.service import ReportService
 from modeldelta_mcp.store import REPORT_ID_PATTERN, ResultStore
 
@@ -339,16 +343,32 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
 
     # ---- resource -----------------------------------------------------------------------------------
 
+    async def _stored_report(report_id: str, ctx: Context) -> ComparisonReport:
+        try:
+            return await _state(ctx).service.report_for_id(report_id, access=AllowedRoots(_state(ctx).roots),
+                                                           sink=_sink(ctx))
+        except ModelDeltaError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+
     @server.resource("modeldelta://reports/{report_id}", name="report", title="Full comparison report",
                      mime_type="application/json")
     async def report_resource(report_id: str, ctx: Context) -> str:
         """The full ComparisonReport (every module, layer rows, diagnostics) as JSON (schemas/report.schema.json)."""
-        try:
-            report = await _state(ctx).service.report_for_id(report_id, access=AllowedRoots(_state(ctx).roots),
-                                                             sink=_sink(ctx))
-        except ModelDeltaError as exc:
-            raise ResourceNotFoundError(str(exc)) from exc
-        return report.model_dump_json(indent=2)
+        return (await _stored_report(report_id, ctx)).model_dump_json(indent=2)
+
+    @server.resource("modeldelta://reports/{report_id}/html", name="report_html", title="Comparison report (HTML)",
+                     mime_type="text/html")
+    async def report_html_resource(report_id: str, ctx: Context) -> str:
+        """The report as one self-contained HTML page: header, findings as cards, heatmaps, spectra, module table."""
+        report = await _stored_report(report_id, ctx)
+        # matplotlib takes CPU seconds for a large report: off the event loop, which keeps serving other calls.
+        return await anyio.to_thread.run_sync(partial(render_report, report, "html"))
+
+    @server.resource("modeldelta://reports/{report_id}/md", name="report_md", title="Comparison report (Markdown)",
+                     mime_type="text/markdown")
+    async def report_md_resource(report_id: str, ctx: Context) -> str:
+        """The report as GitHub Markdown: summary, findings with evidence, top modules, a per-layer table."""
+        return render_report(await _stored_report(report_id, ctx), "md")
 
     return server
 

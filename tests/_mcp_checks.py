@@ -59,7 +59,9 @@ async def check_listing(client: Client) -> None:
         assert tool.annotations.read_only_hint is True and tool.annotations.open_world_hint is True
         assert len(tool.description or "") > 150, f"{name}: description too thin for a model choosing a tool"
     templates = (await client.list_resource_templates()).resource_templates
-    assert [t.uri_template for t in templates] == ["modeldelta://reports/{report_id}"]
+    assert [t.uri_template for t in templates] == ["modeldelta://reports/{report_id}",
+                                                   "modeldelta://reports/{report_id}/html",
+                                                   "modeldelta://reports/{report_id}/md"]
 
 
 async def check_all_tools(client: Client, ws: Workspace, log: Path, top_k: int, spectrum: str) -> str:
@@ -108,6 +110,17 @@ async def check_all_tools(client: Client, ws: Workspace, log: Path, top_k: int, 
     report = json.loads(res.contents[0].text)
     validate("report", report)
     assert report["report_id"] == rid and len(report["modules"]) == summary["counts"]["n_tensors"]
+    # The same report rendered: a self-contained HTML page and Markdown with every finding code.
+    page = (await client.read_resource(f"modeldelta://reports/{rid}/html")).contents[0]
+    assert page.mime_type == "text/html" and page.text.startswith("<!DOCTYPE html>") and rid in page.text
+    md = (await client.read_resource(f"modeldelta://reports/{rid}/md")).contents[0]
+    assert md.mime_type == "text/markdown"
+    assert all(f"`{f['code']}`" in md.text for f in report["diagnostics"]["findings"])
+    # The tools' text is that Markdown, kept short, pointing at the three resources.
+    text = (await call(client, "compare_checkpoints", {"model_a": a, "model_b": b, "top_k": top_k,
+                                                      "spectrum": spectrum})).content[0].text
+    assert text.startswith("## modeldelta: ") and f"modeldelta://reports/{rid}/html" in text and len(text) < 4000
+    assert starts(log, rid) == 1
     return rid
 
 
