@@ -51,7 +51,8 @@ from the weights alone. Start with compare_checkpoints(model_a, model_b): it rea
 (seconds for small models, minutes for 7B on CPU) and returns a compact summary with a report_id. The other
 tools (get_diagnosis, top_changed_modules, layer_profile) answer instantly from the stored result, given the
 same pair or the report_id. If a call times out, call it again with the same arguments: it joins the running
-comparison. inspect_checkpoint reads headers only and is always cheap."""
+comparison. inspect_checkpoint reads headers only and is always cheap. The whole report is a resource:
+modeldelta://reports/{report_id} (JSON), .../html (a self-contained page with plots), .../md (Markdown)."""
 
 ModelSpec = Annotated[str, Field(
     min_length=1,
