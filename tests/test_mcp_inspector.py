@@ -64,5 +64,6 @@ def test_inspector_cli_lists_tools_and_calls_compare(npx: str, ws: Workspace, tm
     summary = answer["structuredContent"]
     validate("compare_checkpoints", summary)
     assert summary["top_modules"][0]["name"].startswith("encoder.layer.3.")
-    assert answer["content"][0]["text"].startswith(f"report_id {summary['report_id']}")
+    text = answer["content"][0]["text"]  # the short Markdown rendering, naming the report's resources
+    assert text.startswith("## modeldelta: ") and f"modeldelta://reports/{summary['report_id']}/html" in text
     assert starts(tmp_path / "compute.log", summary["report_id"]) == 1
