@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from modeldelta_mcp.architecture import ArchitectureTable, default_table
 from modeldelta_mcp.errors import AlignmentError
 from modeldelta_mcp.models import SkippedTensor
+from modeldelta_mcp.select import NO_FILTER, TensorFilter
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorRef
 
 # The seed analyses only tensors of at least this many entries; its means and profile bands
@@ -44,6 +45,7 @@ class TensorPair:
 class Alignment:
     pairs: list[TensorPair]
     skipped: list[SkippedTensor]
+    n_filtered: int = 0  # tensor pairs (or one-sided tensors) the filter left out
 
 
 def _keyed(ckpt: Checkpoint, table: ArchitectureTable) -> dict[str, TensorRef]:
@@ -58,9 +60,22 @@ def _keyed(ckpt: Checkpoint, table: ArchitectureTable) -> dict[str, TensorRef]:
     return out
 
 
-def align(a: Checkpoint, b: Checkpoint, table: ArchitectureTable | None = None) -> Alignment:
+def align(a: Checkpoint, b: Checkpoint, table: ArchitectureTable | None = None,
+          selection: TensorFilter = NO_FILTER) -> Alignment:
+    """`selection` leaves tensors out before anything is read (select.py); they are counted, not listed."""
     table = table or default_table()
     ka, kb = _keyed(a, table), _keyed(b, table)
+    n_filtered = 0
+    if selection.active:
+        layer_set = selection.layer_set
+        kept_a = {k for k, r in ka.items()
+                  if selection.keeps([r.name, *([kb[k].name] if k in kb else [])], table.layer(r.name), layer_set)}
+        kept_b = {k for k, r in kb.items()
+                  if selection.keeps([r.name, *([ka[k].name] if k in ka else [])], table.layer(r.name), layer_set)}
+        kept = kept_a | kept_b
+        n_filtered = len(set(ka) | set(kb)) - len(kept)
+        ka = {k: r for k, r in ka.items() if k in kept}
+        kb = {k: r for k, r in kb.items() if k in kept}
     # (A's tensor, B's tensor, the name reported: B's as stored, or A's when B lacks the tensor)
     matched: list[tuple[TensorRef, TensorRef, str]] = [(ka[k], kb[k], kb[k].name) for k in kb if k in ka]
     only_a = {k for k in ka if k not in kb}
@@ -97,6 +112,9 @@ def align(a: Checkpoint, b: Checkpoint, table: ArchitectureTable | None = None) 
         skipped.append(SkippedTensor(name=name, reason=f"shape mismatch {list(ra.shape)} vs {list(rb.shape)}"))
     skipped += [SkippedTensor(name=ka[k].name, reason="only in A") for k in sorted(only_a)]
     skipped += [SkippedTensor(name=kb[k].name, reason="only in B") for k in sorted(only_b)]
+    if not pairs and selection.active:
+        raise AlignmentError(f"{a.spec} and {b.spec}: the filter {_describe(selection)} selects no float tensor "
+                             "held by both")
     if not pairs:
         raise AlignmentError(
             f"{a.spec} and {b.spec} have no float tensors in common "
@@ -104,4 +122,11 @@ def align(a: Checkpoint, b: Checkpoint, table: ArchitectureTable | None = None) 
         )
     order = {name: i for i, name in enumerate(b.tensors)}
     pairs.sort(key=lambda p: (p.b.file, order.get(p.b.name, 0)))
-    return Alignment(pairs=pairs, skipped=skipped)
+    return Alignment(pairs=pairs, skipped=skipped, n_filtered=n_filtered)
+
+
+def _describe(selection: TensorFilter) -> str:
+    parts = [f"include {list(selection.include)}"] if selection.include else []
+    parts += [f"exclude {list(selection.exclude)}"] if selection.exclude else []
+    parts += [f"layers {selection.layers}"] if selection.layers else []
+    return ", ".join(parts)

@@ -80,6 +80,8 @@ def summary(report: ComparisonReport) -> CompareSummary:
         top_modules=[_compact(m) for m in ranked],
         report_uri=report_uri(report.report_id),
         engine=report.engine,
+        filters=report.filters,
+        base_inferred=report.base_inferred,
     )
     # Over budget: first cut long evidence lists, then drop the evidence (titles and details stay).
     d = report.diagnostics
@@ -92,7 +94,8 @@ def summary(report: ComparisonReport) -> CompareSummary:
 
 
 def diagnosis(report: ComparisonReport) -> DiagnosisAnswer:
-    return DiagnosisAnswer(report_id=report.report_id, diagnostics=report.diagnostics)
+    return DiagnosisAnswer(report_id=report.report_id, diagnostics=report.diagnostics,
+                           base_inferred=report.base_inferred)
 
 
 def _sort_value(m: ModuleDelta, key: str) -> float:

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import click
@@ -18,6 +18,9 @@ from modeldelta_mcp.engine.run import DEFAULT_MEMORY_BUDGET, EngineOptions
 from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.models import ComparisonReport
 from modeldelta_mcp.progress import Progress
+
+if TYPE_CHECKING:
+    from modeldelta_mcp.select import TensorFilter
 
 FORMAT_LABELS = {"json": "JSON", "md": "Markdown", "html": "HTML", "text": "Text"}
 
@@ -83,8 +86,9 @@ def _user_errors() -> Iterator[None]:
         _fail("interrupted")
 
 
-def compute_report(model_a: str, model_b: str, options: EngineOptions, *, token: str | None = None,
-                   quiet: bool = True, use_store: bool = True) -> ComparisonReport:
+def compute_report(model_a: str | None, model_b: str, options: EngineOptions, *, token: str | None = None,
+                   quiet: bool = True, use_store: bool = True, selection: TensorFilter | None = None,
+                   download: bool = False) -> ComparisonReport:
     """One comparison through the report service (the store, unless `use_store` is False)."""
     from modeldelta_mcp.service import ReportService
     from modeldelta_mcp.store import ResultStore
@@ -93,7 +97,8 @@ def compute_report(model_a: str, model_b: str, options: EngineOptions, *, token:
         with ProgressBar(enabled=not quiet and sys.stderr.isatty()) as bar:
             async with ReportService.open(ResultStore(), token=token, quiet=quiet) as service:
                 try:
-                    return await service.report_for_pair(model_a, model_b, options, sink=bar, use_store=use_store)
+                    return await service.report_for_pair(model_a, model_b, options, sink=bar, use_store=use_store,
+                                                         selection=selection, download=download)
                 except ModelDeltaError as exc:
                     return exc  # raised below: leaving the service's task group would wrap it in an ExceptionGroup
 
@@ -122,15 +127,19 @@ def write_output(report: ComparisonReport, output: str | None, top_n: int, quiet
         click.echo(f"{FORMAT_LABELS[fmt]} report saved to {output}", err=True)
 
 
-def run_compare(model_a: str, model_b: str, output: str | None, top_n: int, options: EngineOptions,
-                token: str | None = None, quiet: bool = False, use_store: bool = True) -> None:
+def run_compare(model_a: str | None, model_b: str, output: str | None, top_n: int, options: EngineOptions,
+                token: str | None = None, quiet: bool = False, use_store: bool = True,
+                selection: TensorFilter | None = None, download: bool = False) -> None:
     from modeldelta_mcp.render import format_for_path
 
     if output is not None:
         format_for_path(output)  # an unknown suffix fails before the comparison, not after
     if not quiet:
-        click.echo(f"modeldelta: {model_a} → {model_b}", err=True)
-    report = compute_report(model_a, model_b, options, token=token, quiet=quiet, use_store=use_store)
+        click.echo(f"modeldelta: {model_a or '(the base B names)'} → {model_b}", err=True)
+    report = compute_report(model_a, model_b, options, token=token, quiet=quiet, use_store=use_store,
+                            selection=selection, download=download)
+    if report.base_inferred is not None and not quiet:
+        click.echo(f"base {report.base_inferred.model_a}: from {report.base_inferred.detail}", err=True)
     write_output(report, output, top_n, quiet)
 
 
@@ -148,6 +157,7 @@ HELP = """Compare two model checkpoints and diagnose how B was made from A.
 
 \b
   modeldelta MODEL_A MODEL_B [-o report.html]   compare (hub ids, local dirs or files)
+  modeldelta MODEL_B [...]                      compare with the base B's card or adapter config names
   modeldelta compare MODEL_A MODEL_B [...]      the same, for paths named like a command
   modeldelta report SOURCE [-o report.md]       render a stored report (id or report.json)
   modeldelta demo                               a built-in example pair, no network
@@ -164,7 +174,7 @@ def main_command() -> None:
 
 @main_command.command("compare", context_settings=CONTEXT)
 @click.argument("model_a")
-@click.argument("model_b")
+@click.argument("model_b", required=False)
 @click.option("-o", "--output", default=None,
               help="Output file; its suffix picks the format (.json, .md, .html, .txt). Omit for the terminal table.")
 @click.option("--top-k", default=20, show_default=True, type=click.IntRange(1, 10_000),
@@ -178,13 +188,28 @@ def main_command() -> None:
 @click.option("--memory-budget", default=f"{DEFAULT_MEMORY_BUDGET // 1024**2}M", show_default=True,
               help="Engine working set (delta blocks in flight and Gram matrices); peak memory ≈ this + ~250 MB.")
 @click.option("--no-cache", is_flag=True, help="Recompute even when the result store has this pair.")
-def compare_command(model_a: str, model_b: str, output: str | None, top_k: int, top_n: int, token: str | None,
-                    quiet: bool, spectrum: str, device: str, memory_budget: str, no_cache: bool) -> None:
-    """Compare MODEL_A with MODEL_B: hub ids (org/name[@rev]), local directories or weight files."""
+@click.option("--include", multiple=True, help="Compare only tensors whose name matches this glob (repeatable; "
+              "`*` crosses dots, e.g. '*.self_attn.q_proj.*').")
+@click.option("--exclude", multiple=True, help="Leave out tensors whose name matches this glob (repeatable).")
+@click.option("--layers", default=None, help="Compare only these layers, e.g. 0-7,20.")
+@click.option("--download", is_flag=True, help="Hub: download the weight shards (kept in the hub cache) instead "
+              "of streaming the selected tensors by range reads.")
+def compare_command(model_a: str, model_b: str | None, output: str | None, top_k: int, top_n: int,
+                    token: str | None, quiet: bool, spectrum: str, device: str, memory_budget: str, no_cache: bool,
+                    include: tuple[str, ...], exclude: tuple[str, ...], layers: str | None, download: bool) -> None:
+    """Compare MODEL_A with MODEL_B: hub ids (org/name[@rev]), local directories or weight files. With
+    MODEL_B alone, the base is the one its model card (base_model) or adapter config names."""
+    from modeldelta_mcp.select import TensorFilter
+
     options = EngineOptions(top_k=top_k, spectrum=spectrum, device=device,  # type: ignore[arg-type]  # click.Choice
                             memory_budget=_parse_bytes(memory_budget))
+    first: str | None = model_a
+    if model_b is None:  # `modeldelta B`
+        first, model_b = None, model_a
     with _user_errors():
-        run_compare(model_a, model_b, output, top_n, options, token=token, quiet=quiet, use_store=not no_cache)
+        selection = TensorFilter.of(include, exclude, layers)
+        run_compare(first, model_b, output, top_n, options, token=token, quiet=quiet, use_store=not no_cache,
+                    selection=selection, download=download)
 
 
 def load_report(source: str) -> ComparisonReport:

@@ -5,20 +5,24 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from modeldelta_mcp import __version__
 from modeldelta_mcp.align import align
 from modeldelta_mcp.diagnosis import diagnose
 from modeldelta_mcp.diagnosis.diagnose import seed_set
+from modeldelta_mcp.diagnosis.fingerprints.claim import base_claim
 from modeldelta_mcp.engine import EngineOptions, run_engine
 from modeldelta_mcp.engine.run import pick_device
+from modeldelta_mcp.lineage import claim_of
 from modeldelta_mcp.models import (
+    BaseInference,
     CheckpointInfo,
     Checkpoints,
     ComparisonReport,
     EngineInfo,
+    FilterInfo,
     LayerRoleMetrics,
     LayerRow,
     ModuleDelta,
@@ -26,7 +30,9 @@ from modeldelta_mcp.models import (
     Totals,
 )
 from modeldelta_mcp.progress import ProgressFn
+from modeldelta_mcp.select import NO_FILTER, TensorFilter
 from modeldelta_mcp.sources import Checkpoint, resolve
+from modeldelta_mcp.sources.remote import REMOTE_FORMAT, fetched_bytes
 from modeldelta_mcp.sources.spec import ModelSpec
 from modeldelta_mcp.store import PairIdentity
 
@@ -35,9 +41,11 @@ from modeldelta_mcp.store import PairIdentity
 class ResolvedPair:
     a: Checkpoint
     b: Checkpoint
+    selection: TensorFilter = NO_FILTER
+    base_inferred: BaseInference | None = field(default=None, compare=False)
 
     def identity(self) -> PairIdentity:
-        return PairIdentity(self.a.identity(), self.b.identity())
+        return PairIdentity(self.a.identity(), self.b.identity(), self.selection.key())
 
     def key(self, options: EngineOptions) -> str:
         return self.identity().key(asdict(options))
@@ -46,11 +54,19 @@ class ResolvedPair:
         return self.identity().report_id(asdict(options))
 
 
-def resolve_pair(model_a: ModelSpec | str, model_b: ModelSpec | str, token: str | None = None,
-                 quiet: bool = True) -> ResolvedPair:
-    a = resolve(model_a, token=token, quiet=quiet)
-    b = resolve(model_b, token=token, quiet=quiet, base=a)
-    return ResolvedPair(a, b)
+def resolve_pair(model_a: ModelSpec | str | None, model_b: ModelSpec | str, token: str | None = None,
+                 quiet: bool = True, selection: TensorFilter = NO_FILTER, download: bool = False) -> ResolvedPair:
+    """`model_a` None: the base is inferred from B's card or adapter config (lineage.py)."""
+    base_inferred = None
+    if model_a is None:
+        from modeldelta_mcp.lineage import infer_base
+
+        base_inferred = infer_base(model_b, token=token)
+        model_a = base_inferred.model_a
+    subset = selection.active
+    a = resolve(model_a, token=token, quiet=quiet, subset=subset, download=download)
+    b = resolve(model_b, token=token, quiet=quiet, base=a, subset=subset, download=download)
+    return ResolvedPair(a, b, selection, base_inferred)
 
 
 def quant_groups(c: Checkpoint) -> list[QuantGroup]:
@@ -77,7 +93,8 @@ def quant_groups(c: Checkpoint) -> list[QuantGroup]:
 def checkpoint_info(c: Checkpoint) -> CheckpointInfo:
     return CheckpointInfo(source=c.source, id=c.spec, revision=c.revision, files=list(c.files),
                           n_tensors=len(c.tensors), n_params=c.n_params, dtypes=c.dtypes(),
-                          architecture=c.architecture, format=c.fmt, quantization=quant_groups(c))
+                          architecture=c.architecture, format=c.fmt, quantization=quant_groups(c),
+                          streamed=c.fmt == REMOTE_FORMAT)
 
 
 def totals(mods: list[ModuleDelta]) -> Totals:
@@ -137,7 +154,8 @@ def compare(
     interrupted earlier resumes from them (store/journal.py). `keep_journal`: the caller removes the journal
     once it has stored the report (ResultStore.finished), so a process killed while storing still resumes."""
     t0 = time.perf_counter()
-    alignment = align(pair.a, pair.b)
+    alignment = align(pair.a, pair.b, selection=pair.selection)
+    fetched_before = _fetched(pair)
     journal = None
     done: dict = {}
     if journal_root is not None:
@@ -153,9 +171,13 @@ def compare(
         if journal is not None:
             journal.close()
     mods = run.modules
+    bytes_read = _bytes_read(pair, alignment.pairs, done, run.bytes_read, _fetched(pair) - fetched_before)
     checkpoints = Checkpoints(a=checkpoint_info(pair.a), b=checkpoint_info(pair.b))
     diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.adapter,
                            quantization=checkpoints.a.quantization + checkpoints.b.quantization)
+    claim = base_claim(claim_of(pair.b), pair.a.spec, mods, diagnostics.findings)
+    if claim is not None:
+        diagnostics.findings.append(claim)
     report = ComparisonReport(
         report_id=pair.report_id(options),
         model_a=pair.a.spec,
@@ -170,9 +192,30 @@ def compare(
         diagnostics=diagnostics,
         engine=EngineInfo(version=__version__, spectrum=options.spectrum, top_k=options.top_k,
                           device=str(pick_device(options.device)), seconds=time.perf_counter() - t0,
-                          bytes_read=run.bytes_read),
+                          bytes_read=bytes_read),
         model_info={"model_a": model_info(pair.a), "model_b": model_info(pair.b)},
+        filters=_filter_info(pair.selection, alignment.n_filtered),
+        base_inferred=pair.base_inferred,
     )
     if journal is not None and not keep_journal:
         journal.discard()
     return report
+
+
+def _filter_info(selection: TensorFilter, n_filtered: int) -> FilterInfo | None:
+    if not selection.active:
+        return None
+    return FilterInfo(include=list(selection.include), exclude=list(selection.exclude), layers=selection.layers,
+                      n_filtered=n_filtered)
+
+
+def _fetched(pair: ResolvedPair) -> int:
+    return fetched_bytes(pair.a) + fetched_bytes(pair.b)
+
+
+def _bytes_read(pair: ResolvedPair, pairs: list, done: dict, engine_bytes: int, fetched: int) -> int:
+    """The engine counts stored bytes per tensor read; a streamed side counts what it fetched instead."""
+    todo = [p for i, p in enumerate(pairs) if i not in done]
+    remote_a, remote_b = pair.a.fmt == REMOTE_FORMAT, pair.b.fmt == REMOTE_FORMAT
+    stored = sum(p.a.nbytes for p in todo) * remote_a + sum(p.b.nbytes for p in todo) * remote_b
+    return engine_bytes - stored + fetched

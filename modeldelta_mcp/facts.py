@@ -33,3 +33,13 @@ class AdapterFacts:
     modules: tuple[AdapterModule, ...]
     replaced: tuple[str, ...]  # base tensors the adapter file replaces whole (modules_to_save, biases)
     peft_type: str = "LORA"
+
+
+@dataclass(frozen=True)
+class BaseClaim:
+    """What B says it derives from (its model card, or a PEFT adapter's config); lineage.py reads it."""
+
+    bases: tuple[str, ...]  # as written (hub ids or paths)
+    relation: str  # adapter | finetune | merge | quantized
+    relation_stated: bool  # False: inferred from the files, the card names none
+    origin: str  # "card" | "adapter_config"

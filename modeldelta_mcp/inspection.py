@@ -11,7 +11,8 @@ LARGEST = 10
 
 
 def inspect_checkpoint(model: str, token: str | None = None) -> InspectAnswer:
-    return describe(resolve(model, token=token))
+    # subset=True: a hub spec not in the cache has its headers read remotely, no shard downloaded.
+    return describe(resolve(model, token=token, subset=True))
 
 
 def describe(ckpt: Checkpoint) -> InspectAnswer:

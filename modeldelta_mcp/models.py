@@ -57,6 +57,7 @@ class CheckpointInfo(_Model):
     quantization: list[QuantGroup] = Field(
         default_factory=list, description="Declared quantization per tensor group (empty: plain float weights)."
     )
+    streamed: bool = Field(False, description="Hub weights read by HTTP range requests; no shard downloaded.")
 
 
 class ModuleDelta(_Model):
@@ -157,6 +158,20 @@ class EngineInfo(_Model):
     bytes_read: int
 
 
+class FilterInfo(_Model):
+    include: list[str] = Field(default_factory=list, description="Globs a tensor name had to match (any).")
+    exclude: list[str] = Field(default_factory=list, description="Globs that left a tensor out.")
+    layers: str | None = Field(None, description="Layer indices kept, as given (\"0-7,20\").")
+    n_filtered: int = Field(description="Tensors (pairs or one-sided) the filter left out; not in `skipped`.")
+
+
+class BaseInference(_Model):
+    model_a: str = Field(description="The base used as model_a.")
+    source: Literal["card", "adapter_config"] = Field(
+        description="card: B's model card `base_model`; adapter_config: `base_model_name_or_path`.")
+    detail: str = Field(description="Where exactly it was read, in words.")
+
+
 class Checkpoints(_Model):
     a: CheckpointInfo
     b: CheckpointInfo
@@ -177,6 +192,8 @@ class ComparisonReport(_Model):
     diagnostics: Diagnostics
     engine: EngineInfo
     model_info: dict[str, Any] = Field(default_factory=dict, description="config.json facts of A and B.")
+    filters: FilterInfo | None = Field(None, description="The tensor filter, when one was given.")
+    base_inferred: BaseInference | None = Field(None, description="Set when model_a was inferred from B.")
 
 
 # ---- tool answers -------------------------------------------------------------
@@ -200,11 +217,14 @@ class CompareSummary(_Model):
     top_modules: list[CompactModule]
     report_uri: str
     engine: EngineInfo
+    filters: FilterInfo | None = None
+    base_inferred: BaseInference | None = None
 
 
 class DiagnosisAnswer(_Model):
     report_id: str
     diagnostics: Diagnostics
+    base_inferred: BaseInference | None = None
 
 
 class TopModulesAnswer(_Model):

@@ -60,8 +60,20 @@ ModelSpec = Annotated[str, Field(
                 ".safetensors/.bin/.gguf file (inside the server's allowed roots), or a PEFT adapter directory.",
 )]
 OptionalSpec = Annotated[str | None, Field(
-    description="Like model_a/model_b of compare_checkpoints. Give both model_a and model_b, or report_id.",
+    description="Like model_a/model_b of compare_checkpoints. Give model_b (with model_a, or alone when B's model "
+                "card or adapter config names its base), or report_id.",
 )]
+BaseSpec = Annotated[str | None, Field(
+    description="The base A, like model_b. Omit it when B's model card (base_model) or PEFT adapter config names "
+                "its base: the answer's base_inferred then says which and where it came from.",
+)]
+Include = Annotated[list[str] | None, Field(
+    description="Compare only tensors whose name matches one of these globs (fnmatch, `*` crosses dots, e.g. "
+                "'*.self_attn.q_proj.*'). A hub checkpoint is then streamed: only those tensors are fetched.",
+)]
+Exclude = Annotated[list[str] | None, Field(description="Leave out tensors whose name matches one of these globs.")]
+Layers = Annotated[str | None, Field(description="Compare only these layers, e.g. '0-7,20' (embeddings and other "
+                                                 "tensors outside a layer are then left out).")]
 ReportId = Annotated[
     Annotated[str, StringConstraints(pattern=REPORT_ID_PATTERN)] | None,
     Field(description="report_id returned by compare_checkpoints (16 hex characters); replaces model_a/model_b."),
@@ -195,7 +207,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
                 specs = [ref.model_a, ref.model_b]
         return _needs_client_roots(ctx, specs)
 
-    def roots_for_compare(ctx: Context, model_a: str, model_b: str) -> ListRoots | None:
+    def roots_for_compare(ctx: Context, model_a: str | None, model_b: str) -> ListRoots | None:
         return _needs_client_roots(ctx, [model_a, model_b])
 
     def roots_for_model(ctx: Context, model: str) -> ListRoots | None:
@@ -210,10 +222,13 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         return AllowedRoots(roots + (roots_from_uris(str(r.uri) for r in client.roots) if client else []))
 
     async def _read(ctx: Context, client_roots: ListRootsResult | None, model_a: str | None, model_b: str | None,
-                    report_id: str | None) -> ComparisonReport:
-        """The reading tools' report: by report_id, or for the pair under any options."""
+                    report_id: str | None, include: list[str] | None = None, exclude: list[str] | None = None,
+                    layers: str | None = None) -> ComparisonReport:
+        """The reading tools' report: by report_id, or for the pair (and filter) under any options."""
+        from modeldelta_mcp.select import TensorFilter
+
         return await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
-                                                sink=_sink(ctx))
+                                                sink=_sink(ctx), selection=TensorFilter.of(include, exclude, layers))
 
     # ---- progress: the running comparison's, as MCP progress notifications ------------------------
 
@@ -233,10 +248,13 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
 
     @_tool(server, title="Compare two checkpoints", annotations=READ_ONLY)
     async def compare_checkpoints(
-        model_a: ModelSpec,
         model_b: ModelSpec,
+        model_a: BaseSpec = None,
         top_k: TopK = 20,
         spectrum: Spectrum = "exact",
+        include: Include = None,
+        exclude: Exclude = None,
+        layers: Layers = None,
         *,
         ctx: Context,
         client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_compare)],
@@ -251,13 +269,16 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         tool on the same pair answers instantly. If the call times out, call it again with the same
         arguments: it joins the comparison already running. Next: get_diagnosis (full evidence),
         top_changed_modules (per-tensor detail), layer_profile (per-layer heatmap), or read report_uri.
+        For part of a model (e.g. the O/Q ratio of a 70B pair from its q and o projections only), pass
+        include/exclude/layers: hub weights are then fetched tensor by tensor, nothing else downloaded.
         """
         from modeldelta_mcp.engine import EngineOptions
+        from modeldelta_mcp.select import TensorFilter
 
         with _tool_errors():
             report = await _state(ctx).service.report_for_pair(
                 model_a, model_b, EngineOptions(top_k=top_k, spectrum=spectrum), access=_access(ctx, client_roots),
-                sink=_sink(ctx))
+                sink=_sink(ctx), selection=TensorFilter.of(include, exclude, layers))
             answer = answers.summary(report)
             return _result(answer, answers.summary_text(answer))
 
@@ -266,6 +287,9 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         model_a: OptionalSpec = None,
         model_b: OptionalSpec = None,
         report_id: ReportId = None,
+        include: Include = None,
+        exclude: Exclude = None,
+        layers: Layers = None,
         *,
         ctx: Context,
         client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pair)],
@@ -277,7 +301,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         first, like compare_checkpoints. Next: top_changed_modules or layer_profile to check the evidence.
         """
         with _tool_errors():
-            report = await _read(ctx, client_roots, model_a, model_b, report_id)
+            report = await _read(ctx, client_roots, model_a, model_b, report_id, include, exclude, layers)
             answer = answers.diagnosis(report)
             return _result(answer, answers.diagnosis_text(answer))
 
@@ -286,6 +310,9 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         model_a: OptionalSpec = None,
         model_b: OptionalSpec = None,
         report_id: ReportId = None,
+        include: Include = None,
+        exclude: Exclude = None,
+        layers: Layers = None,
         n: TopN = 20,
         sort_by: SortBy = "frob_norm_relative",
         role: RoleFilter = None,
@@ -301,7 +328,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         report_id from compare_checkpoints, or the same model_a/model_b. Cheap when the pair was already compared.
         """
         with _tool_errors():
-            report = await _read(ctx, client_roots, model_a, model_b, report_id)
+            report = await _read(ctx, client_roots, model_a, model_b, report_id, include, exclude, layers)
             answer = answers.top_modules(report, n, sort_by, role, include_forensics)
             return _result(answer, answers.top_modules_text(answer))
 
@@ -310,6 +337,9 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         model_a: OptionalSpec = None,
         model_b: OptionalSpec = None,
         report_id: ReportId = None,
+        include: Include = None,
+        exclude: Exclude = None,
+        layers: Layers = None,
         *,
         ctx: Context,
         client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pair)],
@@ -320,7 +350,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         Cheap when the pair was already compared.
         """
         with _tool_errors():
-            report = await _read(ctx, client_roots, model_a, model_b, report_id)
+            report = await _read(ctx, client_roots, model_a, model_b, report_id, include, exclude, layers)
             answer = answers.layer_profile(report)
             return _result(answer, answers.layer_profile_text(answer))
 
@@ -338,7 +368,7 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         from modeldelta_mcp.inspection import describe
 
         with _tool_errors():
-            ckpt = await _state(ctx).service.resolve_one(model, _access(ctx, client_roots))
+            ckpt = await _state(ctx).service.resolve_one(model, _access(ctx, client_roots), subset=True)
             answer = describe(ckpt)
             return _result(answer, answers.inspect_text(answer))
 

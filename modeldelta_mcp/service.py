@@ -34,6 +34,7 @@ from modeldelta_mcp.store import Compute, JobRunner, PairRef, ProgressSink, Resu
 if TYPE_CHECKING:
     from modeldelta_mcp.compare import ResolvedPair
     from modeldelta_mcp.engine import EngineOptions
+    from modeldelta_mcp.select import TensorFilter
     from modeldelta_mcp.sources import Checkpoint
     from modeldelta_mcp.sources.spec import ModelSpec
 
@@ -83,39 +84,59 @@ class ReportService:
 
     # ---- resolving -------------------------------------------------------------------------------
 
-    async def resolve_pair(self, model_a: str, model_b: str, access: Access | None = None) -> ResolvedPair:
-        """Both checkpoints resolved (hub download or local headers), each checked before and after."""
+    async def resolve_pair(self, model_a: str | None, model_b: str, access: Access | None = None,
+                           selection: TensorFilter | None = None, download: bool = False) -> ResolvedPair:
+        """Both checkpoints resolved (hub download, hub headers, or local headers), each checked before and
+        after. `model_a` None: the base B names (card or adapter config; lineage.py), checked like a given one.
+        `selection` narrows the comparison: a hub checkpoint is then streamed (sources/hub_checkpoint.py)."""
         from modeldelta_mcp.compare import ResolvedPair
+        from modeldelta_mcp.select import NO_FILTER
         from modeldelta_mcp.sources.spec import ModelSpec
 
+        selection = selection or NO_FILTER
         # Parsed once: the access check sees exactly what the resolver will read. Both specs are checked
-        # before either checkpoint is read.
-        spec_a, spec_b = ModelSpec.parse(model_a), ModelSpec.parse(model_b)
+        # before either checkpoint is read (B's card or adapter config is read only once B is allowed).
+        spec_b = ModelSpec.parse(model_b)
+        if access is not None:
+            access.check_spec(spec_b, "model_b")
+        inferred = None
+        if model_a is None:
+            from modeldelta_mcp.lineage import infer_base
+
+            inferred = await anyio.to_thread.run_sync(lambda: infer_base(spec_b, token=self.token),
+                                                      abandon_on_cancel=True)
+            model_a = inferred.model_a
+        spec_a = ModelSpec.parse(model_a)
         if access is not None:
             access.check_spec(spec_a, "model_a")
-            access.check_spec(spec_b, "model_b")
-        a = await self._resolve(spec_a, access, "model_a")
-        return ResolvedPair(a, await self._resolve(spec_b, access, "model_b", base=a))
+        subset = selection.active
+        a = await self._resolve(spec_a, access, "model_a", subset=subset, download=download)
+        b = await self._resolve(spec_b, access, "model_b", base=a, subset=subset, download=download)
+        return ResolvedPair(a, b, selection, inferred)
 
     async def resolve_one(self, model: str, access: Access | None = None, what: str = "model",
-                          base: Checkpoint | None = None) -> Checkpoint:
+                          base: Checkpoint | None = None, subset: bool = False) -> Checkpoint:
         """One checkpoint; `base` is the other side of its pairs (needed to expand a PEFT adapter), so
-        many candidates can be resolved against one base resolved once."""
+        many candidates can be resolved against one base resolved once. `subset`: only part of it will be
+        read (or only its headers), so a hub checkpoint is streamed rather than downloaded."""
         from modeldelta_mcp.sources.spec import ModelSpec
 
         spec = ModelSpec.parse(model)
         if access is not None:
             access.check_spec(spec, what)
-        return await self._resolve(spec, access, what, base)
+        return await self._resolve(spec, access, what, base, subset=subset)
 
-    async def _resolve(self, spec: ModelSpec, access: Access | None, what: str,
-                       base: Checkpoint | None = None) -> Checkpoint:
+    async def _resolve(self, spec: ModelSpec, access: Access | None, what: str, base: Checkpoint | None = None,
+                       subset: bool = False, download: bool = False) -> Checkpoint:
         from modeldelta_mcp.sources import resolve
+        from modeldelta_mcp.sources.remote import REMOTE_FORMAT
 
         ckpt = await anyio.to_thread.run_sync(
-            lambda: resolve(spec, token=self.token, quiet=self.quiet, base=base), abandon_on_cancel=True)
-        if access is not None:
-            access.check_checkpoint(ckpt.root, list(ckpt.files), what)  # e.g. a symlinked shard outside the roots
+            lambda: resolve(spec, token=self.token, quiet=self.quiet, base=base, subset=subset, download=download),
+            abandon_on_cancel=True)
+        # e.g. a symlinked shard outside the roots; a streamed hub checkpoint has no local files
+        if access is not None and ckpt.fmt != REMOTE_FORMAT:
+            access.check_checkpoint(ckpt.root, list(ckpt.files), what)
         return ckpt
 
     def pair_of(self, report_id: str) -> PairRef | None:
@@ -127,19 +148,23 @@ class ReportService:
 
     # ---- reports ---------------------------------------------------------------------------------
 
-    async def report_for_pair(self, model_a: str, model_b: str, options: EngineOptions | None = None, *,
+    async def report_for_pair(self, model_a: str | None, model_b: str, options: EngineOptions | None = None, *,
                               access: Access | None = None, sink: ProgressSink | None = None,
-                              any_options: bool = False, use_store: bool = True) -> ComparisonReport:
-        """The report of A -> B under `options`.
+                              any_options: bool = False, use_store: bool = True,
+                              selection: TensorFilter | None = None, download: bool = False) -> ComparisonReport:
+        """The report of A -> B under `options` (A inferred from B when None; see resolve_pair).
 
         `any_options`: a stored report of this pair under other options will do (the reading tools).
         `use_store=False`: compute afresh, neither reading nor writing the store (the CLI's --no-cache).
         """
         from modeldelta_mcp.engine import EngineOptions
 
-        pair = await self.resolve_pair(model_a, model_b, access)
-        return await self.report_for_resolved(pair, options or EngineOptions(), sink=sink, any_options=any_options,
-                                              use_store=use_store)
+        pair = await self.resolve_pair(model_a, model_b, access, selection, download)
+        report = await self.report_for_resolved(pair, options or EngineOptions(), sink=sink,
+                                                any_options=any_options, use_store=use_store)
+        if pair.base_inferred is not None:  # a stored report may have been computed with model_a given
+            report = report.model_copy(update={"base_inferred": pair.base_inferred})
+        return report
 
     async def report_for_resolved(self, pair: ResolvedPair, options: EngineOptions, *,
                                   sink: ProgressSink | None = None, any_options: bool = False,
@@ -155,7 +180,8 @@ class ReportService:
             if report is not None:
                 return report
         await anyio.to_thread.run_sync(lambda: self.store.remember(
-            report_id, pair.a.spec, pair.b.spec, options.top_k, options.spectrum, identity.pair_key))
+            report_id, pair.a.spec, pair.b.spec, options.top_k, options.spectrum, identity.pair_key,
+            pair.selection.key()))
         return await self.jobs.run(report_id, self._compute(pair, options, self.store.root), sink)
 
     async def report_for_id(self, report_id: str, *, access: Access | None = None,
@@ -172,8 +198,10 @@ class ReportService:
         if ref is None:
             raise ModelDeltaError(f"report_id {report_id}: unknown here; call compare_checkpoints(model_a, model_b)")
         from modeldelta_mcp.engine import EngineOptions
+        from modeldelta_mcp.select import TensorFilter
 
-        pair = await self.resolve_pair(ref.model_a, ref.model_b, access)
+        selection = TensorFilter.from_key(ref.filters) if ref.filters else None
+        pair = await self.resolve_pair(ref.model_a, ref.model_b, access, selection)
         # The index holds what an EngineOptions held (written by report_for_resolved), a valid SpectrumMode.
         options = EngineOptions(top_k=ref.top_k, spectrum=ref.spectrum)  # type: ignore[arg-type]
         if pair.report_id(options) != report_id:
@@ -182,16 +210,20 @@ class ReportService:
         return await self.jobs.run(report_id, self._compute(pair, options, self.store.root), sink)
 
     async def report(self, model_a: str | None, model_b: str | None, report_id: str | None, *,
-                     access: Access | None = None, sink: ProgressSink | None = None) -> ComparisonReport:
-        """The reading tools' argument rule: a report_id, or both specs (a report under any options)."""
+                     access: Access | None = None, sink: ProgressSink | None = None,
+                     selection: TensorFilter | None = None) -> ComparisonReport:
+        """The reading tools' argument rule: a report_id, or model_b with or without model_a (the base then
+        inferred), for a report under any options."""
         if report_id:
-            if not (model_a and model_b) or self.pair_of(report_id) is not None:
+            if not model_b or self.pair_of(report_id) is not None:
                 return await self.report_for_id(report_id, access=access, sink=sink)
-        if model_a and model_b:
-            return await self.report_for_pair(model_a, model_b, access=access, sink=sink, any_options=True)
-        if model_a or model_b:
-            raise ModelDeltaError("give both model_a and model_b (or a report_id)")
-        raise ModelDeltaError("give model_a and model_b, or the report_id from compare_checkpoints")
+        if model_b:
+            return await self.report_for_pair(model_a, model_b, access=access, sink=sink, any_options=True,
+                                              selection=selection)
+        if model_a:
+            raise ModelDeltaError("give model_b too (model_a alone names no comparison), or a report_id")
+        raise ModelDeltaError("give model_b (and model_a, unless B's card names its base), or the report_id "
+                              "from compare_checkpoints")
 
     # ---- computing -------------------------------------------------------------------------------
 

@@ -62,6 +62,12 @@ FINDING_CODES: tuple[FindingCode, ...] = (
                 ("oq", "variant", "o_mean_relative", "q_mean_relative", "n_layers", "threshold"),
                 "Relative change of attention output over query projections (a distillation heuristic); "
                 "never the primary method."),
+    # ---- claims (category "claim"; never a method, never in the precedence list) ----
+    FindingCode("base_claim", "claim",
+                ("claimed_base", "claimed_relation", "relation_stated", "claim_source", "compared_base", "verdict",
+                 "mean_cosine_sim", "min_cosine_sim", "n_tensors", "n_changed"),
+                "What B's model card or adapter config says it derives from, checked against the weights: "
+                "verdict consistent | contradicted | cannot_tell."),
     # ---- the seed's profile findings ----
     FindingCode("magnitude", "magnitude", ("mean_relative_change", "profile_tag"),
                 "Overall intensity of the change; gives the profile tag."),

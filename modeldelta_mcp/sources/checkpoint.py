@@ -98,6 +98,7 @@ class Checkpoint:
     revision: str | None = None
     config: dict[str, Any] | None = None
     adapter: AdapterFacts | None = None  # B is a PEFT adapter: what the diagnosis reads about it
+    card: dict[str, Any] | None = None  # hub model card metadata (base_model, base_model_relation...)
 
     @property
     def fmt(self) -> str:

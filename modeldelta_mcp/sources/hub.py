@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 from modeldelta_mcp.errors import SourceError
-from modeldelta_mcp.sources.spec import ModelSpec
+from modeldelta_mcp.sources.spec import ModelSpec, split_spec
 
 SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 ALWAYS = ["config.json", "adapter_config.json", "quantize_config.json"]
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # Exception class names (huggingface_hub moved from requests to httpx) that mean "the hub is out of reach".
 _UNREACHABLE = ("ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "Timeout",
                 "OfflineModeIsEnabled", "ProxyError")
@@ -36,7 +42,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _has_weights(path: Path, patterns: list[str]) -> bool:
-    return any(path.glob(p) for p in patterns) or (path / "adapter_config.json").is_file()
+    """A weight file itself (an index or config alone, fetched for headers, does not count)."""
+    weights = [p for p in patterns if not p.endswith(".json")] + list(ADAPTER_WEIGHTS)
+    return any(next(path.glob(p), None) is not None for p in weights)
 
 
 def _from_cache(repo: str, revision: str | None, token: str | None) -> Path:
@@ -57,9 +65,9 @@ def _from_cache(repo: str, revision: str | None, token: str | None) -> Path:
     raise LocalEntryNotFoundError(str(last or "no cached weights"))
 
 
-def download(model: ModelSpec, token: str | None = None, quiet: bool = True) -> tuple[Path, str]:
-    """Download (or find in the cache) a hub spec's weights; return (local dir, commit sha)."""
-    from huggingface_hub import HfApi, snapshot_download
+@contextmanager
+def hub_errors(spec: str) -> Iterator[None]:
+    """huggingface_hub's exceptions as one-line SourceErrors naming the spec."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -67,6 +75,87 @@ def download(model: ModelSpec, token: str | None = None, quiet: bool = True) -> 
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    try:
+        yield
+    except SourceError:
+        raise
+    except GatedRepoError as exc:
+        raise SourceError(f"{spec}: gated repo, pass --token or set HF_TOKEN with access to it") from exc
+    except RepositoryNotFoundError as exc:
+        raise SourceError(f"{spec}: no such repo on the hub (or it is private: pass --token)") from exc
+    except RevisionNotFoundError as exc:
+        raise SourceError(f"{spec}: no such revision {split_spec(spec)[1]!r}") from exc
+    except LocalEntryNotFoundError as exc:
+        why = "HF_HUB_OFFLINE is set" if _offline() else "the hub is unreachable"
+        raise SourceError(f"{spec}: not in the local cache and {why}") from exc
+    except HfHubHTTPError as exc:
+        raise SourceError(f"{spec}: hub request failed ({_first_line(exc)})") from exc
+    except Exception as exc:
+        if _unreachable(exc) or isinstance(exc, OSError):
+            raise SourceError(f"{spec}: hub unreachable ({_first_line(exc)})") from exc
+        raise
+
+
+@dataclass(frozen=True)
+class HubInfo:
+    """What the hub says about a spec at one commit (no file content)."""
+
+    repo: str
+    sha: str
+    files: dict[str, int | None]  # file name -> size in bytes (None when the hub did not say)
+    card: dict[str, Any] | None  # the model card's metadata (base_model, base_model_relation...)
+
+    @property
+    def has_safetensors(self) -> bool:
+        return any(n.endswith(".safetensors") for n in self.files)
+
+    @property
+    def is_adapter(self) -> bool:
+        return "adapter_config.json" in self.files
+
+    def weight_bytes(self, patterns: list[str]) -> int:
+        return sum(size or 0 for name, size in self.files.items() if any(fnmatch(name, p) for p in patterns))
+
+
+def hub_info(model: ModelSpec, token: str | None = None) -> HubInfo:
+    """model_info at the spec's revision: the commit sha, file sizes and the card metadata."""
+    from huggingface_hub import HfApi
+
+    spec, repo, revision = model.raw, model.repo_id, model.revision
+    if repo is None:
+        raise SourceError(f"{spec}: not a hub repo id (org/name[@revision])")
+    with hub_errors(spec):
+        info = HfApi(token=token).model_info(repo, revision=revision, files_metadata=True, token=token)
+    card = info.card_data.to_dict() if info.card_data is not None else None
+    return HubInfo(repo=repo, sha=str(info.sha), files={s.rfilename: s.size for s in (info.siblings or [])},
+                   card=card)
+
+
+def cached_snapshot(info: HubInfo, token: str | None) -> Path | None:
+    """The cached snapshot of this commit when it holds every weight file the hub lists for it, else None
+    (header reads leave an index and config.json there: a partial snapshot)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = _from_cache(info.repo, info.sha, token)
+    except (LocalEntryNotFoundError, OSError):
+        return None
+    patterns = SAFETENSORS_PATTERNS if info.has_safetensors else BIN_PATTERNS
+    needed = [n for n in info.files if any(fnmatch(n, p) for p in [*patterns, *ADAPTER_WEIGHTS])]
+    return path if needed and all((path / n).is_file() for n in needed) else None
+
+
+def fetch_side_file(repo: str, sha: str, filename: str, token: str | None) -> Path:
+    """A small side file (config.json, adapter_config.json) through the hub cache."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo, filename, revision=sha, token=token))
+
+
+def download(model: ModelSpec, token: str | None = None, quiet: bool = True) -> tuple[Path, str]:
+    """Download (or find in the cache) a hub spec's weights; return (local dir, commit sha)."""
+    from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.utils import disable_progress_bars
 
     if quiet:
@@ -75,7 +164,7 @@ def download(model: ModelSpec, token: str | None = None, quiet: bool = True) -> 
     if repo is None:
         raise SourceError(f"{spec}: not a hub repo id (org/name[@revision])")
     token = token or os.environ.get("HF_TOKEN") or None
-    try:
+    with hub_errors(spec):
         if _offline():
             path = _from_cache(repo, revision, token)
             return path, path.name
@@ -95,20 +184,3 @@ def download(model: ModelSpec, token: str | None = None, quiet: bool = True) -> 
         path = Path(snapshot_download(repo, revision=revision, allow_patterns=patterns, token=token))
         # The snapshot folder is named after the commit it holds.
         return path, path.name if re.fullmatch(r"[0-9a-f]{40}", path.name) else str(info.sha)
-    except SourceError:
-        raise
-    except GatedRepoError as exc:
-        raise SourceError(f"{spec}: gated repo, pass --token or set HF_TOKEN") from exc
-    except RepositoryNotFoundError as exc:
-        raise SourceError(f"{spec}: no such repo on the hub (or it is private: pass --token)") from exc
-    except RevisionNotFoundError as exc:
-        raise SourceError(f"{spec}: no such revision {revision!r}") from exc
-    except LocalEntryNotFoundError as exc:
-        why = "HF_HUB_OFFLINE is set" if _offline() else "the hub is unreachable"
-        raise SourceError(f"{spec}: not in the local cache and {why}") from exc
-    except HfHubHTTPError as exc:
-        raise SourceError(f"{spec}: hub request failed ({_first_line(exc)})") from exc
-    except Exception as exc:
-        if _unreachable(exc) or isinstance(exc, OSError):
-            raise SourceError(f"{spec}: hub unreachable ({_first_line(exc)})") from exc
-        raise

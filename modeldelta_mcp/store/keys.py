@@ -31,11 +31,15 @@ class PairIdentity:
 
     a: str
     b: str
+    # The tensor filter (select.TensorFilter.key()), when one narrows the comparison: a filtered report is
+    # another report. None leaves the keys of unfiltered comparisons as they always were.
+    selection: Mapping[str, object] | None = None
 
     def key(self, options: Mapping[str, object]) -> str:
         """The full key of one comparison (also names its resume journal). Only KEYED_OPTIONS count."""
         opts = {k: v for k, v in options.items() if k in KEYED_OPTIONS}
-        return _digest([self.a, self.b, opts, __version__], sort_keys=True)
+        extra = [self.selection] if self.selection is not None else []
+        return _digest([self.a, self.b, opts, __version__, *extra], sort_keys=True)
 
     def report_id(self, options: Mapping[str, object]) -> str:
         return self.key(options)[:16]
@@ -43,7 +47,8 @@ class PairIdentity:
     @property
     def pair_key(self) -> str:
         """The pair regardless of options: finds an earlier report of the same two checkpoints."""
-        return _digest([self.a, self.b])[:16]
+        extra = [self.selection] if self.selection is not None else []
+        return _digest([self.a, self.b, *extra], sort_keys=bool(extra))[:16]
 
 
 def is_report_id(text: str) -> bool:

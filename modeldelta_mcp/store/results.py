@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
@@ -59,6 +60,7 @@ class PairRef:
     top_k: int
     spectrum: str
     pair_key: str
+    filters: dict[str, Any] | None = None  # select.TensorFilter.key() of a filtered comparison
 
 
 class ResultStore:
@@ -128,9 +130,9 @@ class ResultStore:
     # ---- index: report_id -> pair, pair -> latest report ---------------------------------------
 
     def remember(self, report_id: str, model_a: str, model_b: str, top_k: int, spectrum: str,
-                 pair_key: str) -> PairRef:
+                 pair_key: str, filters: dict[str, Any] | None = None) -> PairRef:
         ref = PairRef(report_id=check_report_id(report_id), model_a=model_a, model_b=model_b, top_k=top_k,
-                      spectrum=spectrum, pair_key=pair_key)
+                      spectrum=spectrum, pair_key=pair_key, filters=filters)
         try:
             atomic_write_text(self.root / "index" / f"{ref.report_id}.json", json.dumps(asdict(ref)))
             atomic_write_text(self.root / "pairs" / f"{ref.pair_key}.json", json.dumps({"report_id": ref.report_id}))
