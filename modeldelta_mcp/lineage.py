@@ -64,8 +64,8 @@ class _Named:
     detail: str
 
 
-def _named_bases(spec: ModelSpec | str, token: str | None) -> tuple[list[_Named], dict[str, Any] | None]:
-    """Every base B names, with where it was read; and B's card metadata."""
+def _named_bases(spec: ModelSpec | str, token: str | None) -> list[_Named]:
+    """Every base B names, with where it was read."""
     named: list[_Named] = []
     model = ModelSpec.of(spec)
     spec = model.raw
@@ -95,12 +95,12 @@ def _named_bases(spec: ModelSpec | str, token: str | None) -> tuple[list[_Named]
             named.append(_Named(b, "adapter_config", f"base_model_name_or_path in {adapter_where}"))
     for b in _bases((card or {}).get("base_model")):
         named.append(_Named(b, "card", f"base_model in {where}"))
-    return named, card
+    return named
 
 
 def infer_base(model_b: ModelSpec | str, token: str | None = None) -> BaseInference:
     """model_a for a `model_b`-only call; a one-line error when B names no base or several."""
-    named, _ = _named_bases(model_b, token)
+    named = _named_bases(model_b, token)
     model_b = ModelSpec.of(model_b).raw
     distinct = list(dict.fromkeys(n.base for n in named))
     if not distinct:
