@@ -28,15 +28,15 @@ _UNREACHABLE = ("ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutExc
                 "OfflineModeIsEnabled", "ProxyError")
 
 
-def _offline() -> bool:
+def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _unreachable(exc: BaseException) -> bool:
+def unreachable(exc: BaseException) -> bool:
     return any(cls.__name__ in _UNREACHABLE for cls in type(exc).__mro__)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return lines[0].strip() if lines else type(exc).__name__
 
@@ -87,13 +87,13 @@ def hub_errors(spec: str) -> Iterator[None]:
     except RevisionNotFoundError as exc:
         raise SourceError(f"{spec}: no such revision {split_spec(spec)[1]!r}") from exc
     except LocalEntryNotFoundError as exc:
-        why = "HF_HUB_OFFLINE is set" if _offline() else "the hub is unreachable"
+        why = "HF_HUB_OFFLINE is set" if offline() else "the hub is unreachable"
         raise SourceError(f"{spec}: not in the local cache and {why}") from exc
     except HfHubHTTPError as exc:
-        raise SourceError(f"{spec}: hub request failed ({_first_line(exc)})") from exc
+        raise SourceError(f"{spec}: hub request failed ({first_line(exc)})") from exc
     except Exception as exc:
-        if _unreachable(exc) or isinstance(exc, OSError):
-            raise SourceError(f"{spec}: hub unreachable ({_first_line(exc)})") from exc
+        if unreachable(exc) or isinstance(exc, OSError):
+            raise SourceError(f"{spec}: hub unreachable ({first_line(exc)})") from exc
         raise
 
 
@@ -165,13 +165,13 @@ def download(model: ModelSpec, token: str | None = None, quiet: bool = True) -> 
         raise SourceError(f"{spec}: not a hub repo id (org/name[@revision])")
     token = token or os.environ.get("HF_TOKEN") or None
     with hub_errors(spec):
-        if _offline():
+        if offline():
             path = _from_cache(repo, revision, token)
             return path, path.name
         try:
             info = HfApi(token=token).model_info(repo, revision=revision, files_metadata=False)
         except Exception as exc:
-            if not _unreachable(exc):
+            if not unreachable(exc):
                 raise
             path = _from_cache(repo, revision, token)  # hub out of reach: a cached snapshot still serves
             return path, path.name

@@ -57,13 +57,13 @@ def hub_checkpoint(model: ModelSpec, token: str | None = None, quiet: bool = Tru
     """`subset`: a filter leaves tensors out (streaming pays only for the rest)."""
     spec = model.raw
     token = token or os.environ.get("HF_TOKEN") or None
-    if hub._offline() or download:
+    if hub.offline() or download:
         root, sha = hub.download(model, token=token, quiet=quiet)
         return _from_dir(spec, root, sha, base)
     try:
         info = hub.hub_info(model, token)
     except SourceError as exc:
-        if exc.__cause__ is None or not hub._unreachable(exc.__cause__):
+        if exc.__cause__ is None or not hub.unreachable(exc.__cause__):
             raise
         root, sha = hub.download(model, token=token, quiet=quiet)  # out of reach: a cached snapshot serves
         return _from_dir(spec, root, sha, base)
@@ -96,4 +96,4 @@ def _stream(spec: str, info: hub.HubInfo, token: str | None, quiet: bool) -> Che
         except NotASafetensorsRepoError:
             return None
         except SafetensorsParsingError as exc:
-            raise SourceError(f"{spec}: unreadable safetensors header ({hub._first_line(exc)})") from exc
+            raise SourceError(f"{spec}: unreadable safetensors header ({hub.first_line(exc)})") from exc

@@ -26,6 +26,7 @@ import torch
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorReader, TensorRef, dtype_size
 from modeldelta_mcp.sources.formats import WeightFormat
+from modeldelta_mcp.sources.hub import first_line
 from modeldelta_mcp.sources.safetensors_files import _ST_DTYPES as ST_DTYPES
 
 # Bytes requested per range read of one tensor: large enough that request latency is amortised on a real
@@ -40,11 +41,6 @@ HEADER_PREFIX = 8
 REMOTE_FORMAT = "remote-safetensors"
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
-
-
 def _failure(exc: BaseException) -> str:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -54,8 +50,8 @@ def _failure(exc: BaseException) -> str:
         return "no such repo, or it is private (pass --token)"
     status = exc.response.status_code if isinstance(exc, HfHubHTTPError) and exc.response is not None else None
     if status is None or status == 429 or status >= 500:  # what http_backoff retries
-        return f"range read failed after {RANGE_RETRIES} retries ({_first_line(exc)})"
-    return f"range read failed ({_first_line(exc)})"
+        return f"range read failed after {RANGE_RETRIES} retries ({first_line(exc)})"
+    return f"range read failed ({first_line(exc)})"
 
 
 @dataclass
