@@ -12,6 +12,7 @@ from modeldelta_mcp.models import (
     DiagnosisAnswer,
     Diagnostics,
     Finding,
+    ForensicCounters,
     InspectAnswer,
     LayerProfileAnswer,
     ModuleDelta,
@@ -114,7 +115,7 @@ def top_modules(report: ComparisonReport, n: int, sort_by: str, role: str | None
     ranked += [m for m in mods if getattr(m, sort_by) is None]  # no spectrum: listed last
     rows = ranked[:n]
     if not include_forensics:  # ~2 KB of fingerprint counters per row: evidence for the diagnosis, not for reading
-        rows = [m.model_copy(update={"forensics": {}}) for m in rows]
+        rows = [m.model_copy(update={"forensics": ForensicCounters()}) for m in rows]
     return TopModulesAnswer(report_id=report.report_id, sort_by=sort_by, role=role, modules=rows)
 
 

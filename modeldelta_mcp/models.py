@@ -6,9 +6,11 @@ Fields only grow; never rename. `schemas/` (`python -m modeldelta_mcp.schemas`) 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, WithJsonSchema, model_serializer
+
+from modeldelta_mcp.numerics import DECILE_KEYS
 
 SCHEMA_VERSION = "1.0"
 
@@ -60,6 +62,119 @@ class CheckpointInfo(_Model):
     streamed: bool = Field(False, description="Hub weights read by HTTP range requests; no shard downloaded.")
 
 
+# A counter is a number when measured and absent otherwise (never null in the JSON).
+Counter = Annotated[float | None, WithJsonSchema({"type": "number"})]
+
+
+def _counter(description: str) -> Any:
+    return Field(None, description=description)
+
+
+class QuantCounts(NamedTuple):
+    """The k-bit grid test of one granularity (engine/forensics.py grid_groups)."""
+
+    n: float  # groups tested
+    grid: float  # groups on a uniform grid
+    bits: float  # bits spanned by the widest grid
+    levels: float  # most distinct values in one group
+    size: float  # entries per group
+
+
+class ForensicCounters(_Model):
+    """Counters behind the method fingerprints (docs/diagnosis.md), accumulated by the engine chunk by chunk.
+
+    A counter that was not measured for a tensor (no spectrum, no sampled rows, a granularity the width
+    does not divide) is None and absent from the JSON.
+    """
+
+    numel: Counter = _counter("Entries compared.")
+    n_zero_delta: Counter = _counter("Entries exactly unchanged.")
+    max_abs_delta: Counter = _counter("Largest |B - A|.")
+    norm_a: Counter = _counter("Frobenius norm of A (float64).")
+    norm_b: Counter = _counter("Frobenius norm of B (float64).")
+    n_nonzero_delta: Counter = _counter("Entries that changed.")
+    n_zero_b: Counter = _counter("Zeros in B.")
+    n_pruned: Counter = _counter("Zeros in B where A was not zero.")
+    rms_a_pruned: Counter = _counter("RMS of A over the entries zeroed in B.")
+    sum_a: Counter = _counter("Sum of A's entries (float64; permutation null).")
+    sum_b: Counter = _counter("Sum of B's entries (float64; permutation null).")
+    crc_a: Counter = _counter("CRC-32 of A's stored bytes (exact-copy fingerprint).")
+    crc_b: Counter = _counter("CRC-32 of B's stored bytes (exact-copy fingerprint).")
+    unit_roundoff_b: Counter = _counter(
+        "u of the coarsest float grid holding all of B (bf16 2^-9, fp16 2^-11, fp32 2^-24).")
+    active_rows: Counter = _counter("Rows (of a chunk) with any change.")
+    active_entries: Counter = _counter("Entries of the active rows.")
+    zero_pairs_active: Counter = _counter("Horizontally adjacent unchanged pairs inside active rows.")
+    pairs_active: Counter = _counter("Horizontally adjacent pairs inside active rows.")
+    b_on_float16_grid: Counter = _counter("1 when every entry of B is exactly representable in float16.")
+    n_rounded_float16: Counter = _counter(
+        "Changed entries where A was off the float16 grid and B is a neighbour of A on it (one ULP).")
+    b_on_bfloat16_grid: Counter = _counter("1 when every entry of B is exactly representable in bfloat16.")
+    n_rounded_bfloat16: Counter = _counter(
+        "Changed entries where A was off the bfloat16 grid and B is a neighbour of A on it (one ULP).")
+    q_row_n: Counter = _counter("k-bit grid test per row on B's first rows: groups tested.")
+    q_row_grid: Counter = _counter("Groups (per row) on a uniform grid.")
+    q_row_bits: Counter = _counter("Bits spanned by the grids (per row).")
+    q_row_levels: Counter = _counter("Most distinct values in one group (per row).")
+    q_row_size: Counter = _counter("Entries per group (per row).")
+    q_g128_n: Counter = _counter("k-bit grid test per group of 128 on B's first rows: groups tested.")
+    q_g128_grid: Counter = _counter("Groups (per group of 128) on a uniform grid.")
+    q_g128_bits: Counter = _counter("Bits spanned by the grids (per group of 128).")
+    q_g128_levels: Counter = _counter("Most distinct values in one group (per group of 128).")
+    q_g128_size: Counter = _counter("Entries per group (per group of 128).")
+    q_g64_n: Counter = _counter("k-bit grid test per group of 64 on B's first rows: groups tested.")
+    q_g64_grid: Counter = _counter("Groups (per group of 64) on a uniform grid.")
+    q_g64_bits: Counter = _counter("Bits spanned by the grids (per group of 64).")
+    q_g64_levels: Counter = _counter("Most distinct values in one group (per group of 64).")
+    q_g64_size: Counter = _counter("Entries per group (per group of 64).")
+    q_g32_n: Counter = _counter("k-bit grid test per group of 32 on B's first rows: groups tested.")
+    q_g32_grid: Counter = _counter("Groups (per group of 32) on a uniform grid.")
+    q_g32_bits: Counter = _counter("Bits spanned by the grids (per group of 32).")
+    q_g32_levels: Counter = _counter("Most distinct values in one group (per group of 32).")
+    q_g32_size: Counter = _counter("Entries per group (per group of 32).")
+    sv_floor: Counter = _counter("Rounding floor of the numerical rank of Δ.")
+    sv_rank: Counter = _counter("Numerical rank of Δ above the floor (exact spectrum).")
+    sv_min: Counter = _counter("Smallest singular value of Δ.")
+    sv_q10: Counter = _counter("10th percentile of the singular values of Δ.")
+    sv_q20: Counter = _counter("20th percentile of the singular values of Δ.")
+    sv_q30: Counter = _counter("30th percentile of the singular values of Δ.")
+    sv_q40: Counter = _counter("40th percentile of the singular values of Δ.")
+    sv_q50: Counter = _counter("50th percentile of the singular values of Δ.")
+    sv_q60: Counter = _counter("60th percentile of the singular values of Δ.")
+    sv_q70: Counter = _counter("70th percentile of the singular values of Δ.")
+    sv_q80: Counter = _counter("80th percentile of the singular values of Δ.")
+    sv_q90: Counter = _counter("90th percentile of the singular values of Δ.")
+    sv_cliff: Counter = _counter("σ_r / σ_(r+1) at the numerical rank r.")
+
+    @model_serializer(mode="wrap")
+    def _measured_only(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Counters not measured stay out of the JSON (the report lists only what was measured)."""
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    def quant(self, label: str) -> QuantCounts | None:
+        """The grid test at granularity `label` (numerics.QUANT_GRANULARITIES), None when not run."""
+        values = [getattr(self, f"q_{label}_{part}") for part in QuantCounts._fields]
+        return None if values[0] is None else QuantCounts(*(v or 0.0 for v in values))
+
+    @staticmethod
+    def quant_fields(label: str, counts: QuantCounts) -> dict[str, float]:
+        """Keyword arguments that set the grid test of granularity `label`."""
+        return {f"q_{label}_{part}": float(v) for part, v in zip(QuantCounts._fields, counts, strict=True)}
+
+    def cast(self, fmt: str) -> tuple[bool, float]:
+        """(every entry of B on the format's grid, changed entries that are a one-ULP rounding of A)."""
+        return getattr(self, f"b_on_{fmt}_grid") == 1.0, getattr(self, f"n_rounded_{fmt}") or 0.0
+
+    def deciles(self) -> list[float] | None:
+        """The deciles of σ (numerics.DECILES), None without the exact spectrum."""
+        values = [getattr(self, k) for k in DECILE_KEYS]
+        return None if any(v is None for v in values) else values
+
+    @staticmethod
+    def cast_fields(fmt: str, on_grid: bool, n_rounded: int) -> dict[str, float]:
+        return {f"b_on_{fmt}_grid": 1.0 if on_grid else 0.0, f"n_rounded_{fmt}": float(n_rounded)}
+
+
 class ModuleDelta(_Model):
     name: str = Field(description="Tensor name exactly as stored in B (or A when B lacks it); the Hugging Face "
                       "name for a format read through a name map (GGUF, packed GPTQ/AWQ...).")
@@ -88,8 +203,8 @@ class ModuleDelta(_Model):
     rows_b: int | None = None
     spectrum: SpectrumMode | None = Field(None, description="How the singular values were obtained.")
     nonfinite: int = Field(0, description="NaN/Inf entries found in A or B (zeroed for the metrics).")
-    forensics: dict[str, float] = Field(
-        default_factory=dict, description="Counts behind the method fingerprints (docs/diagnosis.md)."
+    forensics: ForensicCounters = Field(
+        default_factory=ForensicCounters, description="Counts behind the method fingerprints (docs/diagnosis.md)."
     )
     quant_a: str | None = Field(None, description="Label of A's declared quantization group, if A is quantized.")
     quant_b: str | None = Field(None, description="Label of B's declared quantization group, if B is quantized.")

@@ -12,14 +12,14 @@ import torch
 from _forensics_derive import magnitude_prune, quantize_groups_asymmetric, quantize_rows_symmetric, save_state
 
 from modeldelta_mcp.compare import compare, resolve_pair
-from modeldelta_mcp.diagnosis import mp
+from modeldelta_mcp.diagnosis import marchenko_pastur
 from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
 from modeldelta_mcp.diagnosis.fingerprints.context import layer_template
 from modeldelta_mcp.engine import EngineOptions
 from modeldelta_mcp.engine.accumulate import DeltaAccumulator
 from modeldelta_mcp.engine.forensics import grid_groups
 from modeldelta_mcp.errors import SourceError
-from modeldelta_mcp.models import ModuleDelta
+from modeldelta_mcp.models import ForensicCounters, ModuleDelta
 
 U32 = 2.0**-24
 
@@ -47,25 +47,25 @@ def test_forensics_float_cast_counters_tell_fp16_from_bf16() -> None:
         acc = DeltaAccumulator()
         acc.add(a, a.to(dtype).float())
         f = acc.forensics()
-        nnz = f["n_nonzero_delta"]
-        assert nnz > 0 and f[f"b_on_{key}_grid"] == 1.0 and f[f"n_rounded_{key}"] == nnz
+        nnz = f.n_nonzero_delta
+        assert nnz and f.cast(key) == (True, nnz)
     acc = DeltaAccumulator()
     acc.add(a, a.to(torch.bfloat16).float())
     f = acc.forensics()
-    assert f["n_rounded_float16"] < f["n_nonzero_delta"]  # bf16 steps are 8 fp16 ULPs wide
+    assert (f.n_rounded_float16 or 0) < (f.n_nonzero_delta or 0)  # bf16 steps are 8 fp16 ULPs wide
     acc = DeltaAccumulator()
     acc.add(a, a + 1e-3)
-    assert acc.forensics()["b_on_float16_grid"] == 0.0
+    assert acc.forensics().b_on_float16_grid == 0.0
 
 
 @pytest.mark.parametrize("shape", [(32, 64), (384, 384), (1536, 384)])
 def test_forensics_mp_quantiles_match_simulated_noise(shape: tuple[int, int]) -> None:
     x = torch.randn(*shape, generator=_gen(2), dtype=torch.float64)
     s = torch.linalg.svdvals(x).flip(0)
-    e = mp.edge(*shape, float(x.norm()) / math.sqrt(x.numel()))
+    e = marchenko_pastur.edge(*shape, float(x.norm()) / math.sqrt(x.numel()))
     probs = (0.1, 0.5, 0.9)
     emp = torch.quantile(s, torch.tensor(probs, dtype=torch.float64)) / e
-    theory = torch.tensor(mp.sigma_quantiles(*shape, probs), dtype=torch.float64)
+    theory = torch.tensor(marchenko_pastur.sigma_quantiles(*shape, probs), dtype=torch.float64)
     assert float((emp - theory).abs().max()) <= 0.02 + 2 / min(shape)
 
 
@@ -177,3 +177,30 @@ def test_forensics_adapter_errors_name_the_culprit(tmp_path: Path) -> None:
               str(ad / "adapter_model.safetensors"))
     with pytest.raises(SourceError, match=r"layers\.9\.self_attn\.q_proj\.weight"):
         load_adapter(str(ad), ad, base=base)
+
+
+def test_forensics_counters_absent_stay_out_of_the_json_and_round_trip() -> None:
+    acc = DeltaAccumulator()
+    a = torch.randn(40, 64, generator=_gen(3))
+    acc.add(a, a + 1e-3)
+    f = acc.forensics()
+    dumped = json.loads(f.model_dump_json())
+    assert "numel" in dumped and "sv_rank" not in dumped and None not in dumped.values()  # no spectrum noted
+    assert ForensicCounters.model_validate(dumped) == f
+    q = f.quant("row")
+    assert q is not None and q.size == 64 and q.grid == 0  # random rows: no grid, so the groups were tried
+    assert f.quant("g32") is not None and f.quant("g128") is None  # 128 does not fit in 64 columns
+    assert f.deciles() is None
+    acc.note_spectrum(torch.linalg.svdvals((torch.full((40, 64), 1e-3)).double()), 40, 64)
+    assert acc.forensics().deciles() is not None and acc.forensics().sv_rank == 1.0
+
+
+def test_forensics_diagnosis_imports_nothing_from_the_engine() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "modeldelta_mcp" / "diagnosis"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not any(n.startswith("modeldelta_mcp.engine") for n in names), f"{path.name} imports {names}"

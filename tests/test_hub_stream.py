@@ -77,7 +77,7 @@ SPECTRUM_RTOL = 1e-5
 
 
 def numbers(report: ComparisonReport) -> list[tuple]:
-    return [(m.name, m.frob_norm, m.cosine_sim, m.sparsity, m.forensics.get("crc_a"), m.forensics.get("crc_b"))
+    return [(m.name, m.frob_norm, m.cosine_sim, m.sparsity, m.forensics.crc_a, m.forensics.crc_b)
             for m in report.modules]
 
 

@@ -68,10 +68,10 @@ def test_top_modules_are_ranked_most_changed_first(report: ComparisonReport, sor
 
 def test_top_modules_leave_out_forensics_unless_asked(report: ComparisonReport) -> None:
     lean = answers.top_modules(report, 20, "frob_norm_relative", None)
-    assert all(m.forensics == {} for m in lean.modules)
+    assert all(m.forensics.model_dump() == {} for m in lean.modules)
     assert len(lean.model_dump_json()) < 20 * 1024
     full = answers.top_modules(report, 20, "frob_norm_relative", None, include_forensics=True)
-    assert all(m.forensics for m in full.modules if not m.identical)
+    assert all(m.forensics.model_dump() for m in full.modules if not m.identical)
 
 
 def test_top_modules_role_filter_and_unknown_sort_key(report: ComparisonReport) -> None:

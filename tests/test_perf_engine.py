@@ -16,6 +16,7 @@ from modeldelta_mcp.engine.fast_spectrum import FastSpectrum
 from modeldelta_mcp.engine.plan import BYTES_PER_ENTRY, PairPlan, gram_reserve, plan_pair
 from modeldelta_mcp.engine.run import BlockReaders, EngineOptions, pick_device, read_delta_block, run_engine
 from modeldelta_mcp.errors import ModelDeltaError
+from modeldelta_mcp.models import ForensicCounters
 from modeldelta_mcp.sources import resolve
 
 CPU = torch.device("cpu")
@@ -107,8 +108,8 @@ def test_spectrum_off_gives_norms_only(qwen) -> None:
     assert all(m.frob_norm > 0 for m in mats)
     # off and fast read with one reader thread per core; the statistics must not depend on it
     exact = run_engine(ca, cb, pairs, EngineOptions(device="cpu")).modules
-    def counts(f: dict[str, float]) -> dict[str, float]:  # the per-entry counts; sv_* come from the spectrum
-        return {k: v for k, v in f.items() if not k.startswith("sv_")}
+    def counts(f: ForensicCounters) -> dict[str, float]:  # the per-entry counts; sv_* come from the spectrum
+        return {k: v for k, v in f.model_dump().items() if not k.startswith("sv_")}
 
     for m_off, m_exact in zip(mods, exact, strict=True):
         assert (m_off.name, m_off.frob_norm, m_off.cosine_sim, m_off.sparsity, counts(m_off.forensics)) == \

@@ -13,7 +13,7 @@ from _render_chromium import crop_to_content, find_chromium, render_page
 from _render_pairs import lora_frozen_pair, pair_300
 
 from modeldelta_mcp.errors import ModelDeltaError
-from modeldelta_mcp.models import ComparisonReport
+from modeldelta_mcp.models import ComparisonReport, ForensicCounters
 from modeldelta_mcp.render import format_for_path, render_report
 from modeldelta_mcp.render.derive import rank_cliff, spectral_knee
 from modeldelta_mcp.store import ResultStore
@@ -132,7 +132,8 @@ def test_rank_cliff_is_read_from_the_spectrum(report: ComparisonReport) -> None:
     q = next(m for m in report.modules if m.name == "model.layers.0.self_attn.q_proj.weight")
     rank, ratio = rank_cliff(q)
     assert rank == 2 and ratio is not None and ratio > 1e3
-    dense = q.model_copy(update={"top_singular_values": [1.0 / (i + 1) for i in range(20)], "forensics": {}})
+    dense = q.model_copy(update={"top_singular_values": [1.0 / (i + 1) for i in range(20)],
+                                 "forensics": ForensicCounters()})
     assert rank_cliff(dense) == (None, None)
 
 

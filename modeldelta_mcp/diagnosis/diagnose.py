@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modeldelta_mcp.diagnosis import thresholds as T
+from modeldelta_mcp.diagnosis import seed_thresholds
 from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
 from modeldelta_mcp.diagnosis.profiles import profile_tag, seed_findings
 from modeldelta_mcp.facts import AdapterFacts
@@ -56,9 +56,9 @@ def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
     conc_desc = ""
     if svd and tag != "identical":
         conc = sum(m.concentration_top_k or 0.0 for m in svd) / len(svd)
-        if conc > T.CONC_LOW_RANK:
+        if conc > seed_thresholds.CONC_LOW_RANK:
             conc_desc = " Changes are partially low-rank (LoRA-like structure)."
-        elif conc < T.CONC_FULL_RANK:
+        elif conc < seed_thresholds.CONC_FULL_RANK:
             conc_desc = " Changes are full-rank: the entire parameter space was used."
     primary = next((f for f in findings if f.code == method), None)
     if primary is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from modeldelta_mcp.diagnosis import thresholds as T
+from modeldelta_mcp.diagnosis import seed_thresholds
 from modeldelta_mcp.models import Finding, ModuleDelta, ProfileTag, Severity
 
 ATTN_ROLES = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv"}
@@ -17,11 +17,11 @@ def _mean(values: list[float]) -> float:
 
 
 def profile_tag(mean_rel: float) -> ProfileTag:
-    if mean_rel < T.FROB_SURGICAL:
+    if mean_rel < seed_thresholds.FROB_SURGICAL:
         return "surgical"
-    if mean_rel < T.FROB_STANDARD:
+    if mean_rel < seed_thresholds.FROB_STANDARD:
         return "standard"
-    if mean_rel < T.FROB_HEAVY:
+    if mean_rel < seed_thresholds.FROB_HEAVY:
         return "heavy"
     return "extreme"
 
@@ -76,13 +76,13 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
         er = _mean([m.effective_rank or 0.0 for m in svd if m.effective_rank])
         k = svd[0].top_k or 20
         ev = {"mean_concentration_top_k": conc, "mean_effective_rank": er, "top_k": k}
-        if conc > T.CONC_LOW_RANK:
+        if conc > seed_thresholds.CONC_LOW_RANK:
             out.append(Finding(code="structure", category="structure", severity="info",
                                title="Semi-structured changes (LoRA-like directions)",
                                detail=f"Top-{k} singular values capture {conc:.1%} of the change energy: the "
                                "change is partly concentrated in a low-rank subspace.",
                                metric_value=conc, evidence=ev))
-        elif conc > T.CONC_FULL_RANK:
+        elif conc > seed_thresholds.CONC_FULL_RANK:
             out.append(Finding(code="structure", category="structure", severity="info",
                                title="Moderate-rank changes",
                                detail=f"Top-{k} concentration is {conc:.1%}: spread across many directions "
@@ -101,7 +101,7 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
         am, mm = _mean([m.frob_norm_relative for m in attn]), _mean([m.frob_norm_relative for m in mlp])
         ratio = am / (mm + 1e-12)
         ev = {"attention_mean": am, "mlp_mean": mm, "ratio": ratio}
-        if ratio > T.ATTN_MLP_BALANCED:
+        if ratio > seed_thresholds.ATTN_MLP_BALANCED:
             out.append(Finding(code="attention", category="attention", severity="info",
                                title="Balanced attention/MLP changes",
                                detail=f"Attention ({am:.4f}) and MLP ({mm:.4f}) changed roughly equally "
@@ -118,7 +118,7 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
         top = max(head, key=lambda m: m.frob_norm_relative)
         body = _mean([m.frob_norm_relative for m in mods if m.role not in HEAD_ROLES])
         ratio = top.frob_norm_relative / (body + 1e-12)
-        if ratio > T.HEAD_BODY_RATIO:
+        if ratio > seed_thresholds.HEAD_BODY_RATIO:
             out.append(Finding(code="head", category="head", severity="notable",
                                title="Output head / embedding is the most changed module",
                                detail=f"{top.name} changed {top.frob_norm_relative:.4f}, {ratio:.1f}× the body "
@@ -129,12 +129,12 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
     norms = [m for m in mods if m.role == "norm"]
     if norms:
         ln = _mean([m.frob_norm_relative for m in norms])
-        if ln < T.LN_UNTOUCHED:
+        if ln < seed_thresholds.LN_UNTOUCHED:
             out.append(Finding(code="layernorm", category="layernorm", severity="info",
                                title="Norm weights nearly untouched",
                                detail=f"Norm mean change is {ln:.6f}: essentially frozen, as in standard SFT.",
                                metric_value=ln, evidence={"mean_relative_change": ln, "n": len(norms)}))
-        elif ln > T.LN_MODIFIED:
+        elif ln > seed_thresholds.LN_MODIFIED:
             out.append(Finding(code="layernorm", category="layernorm", severity="notable",
                                title="Norm weights significantly modified",
                                detail=f"Norm mean change is {ln:.4f}: training shifted representations enough "
@@ -142,14 +142,14 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
                                metric_value=ln, evidence={"mean_relative_change": ln, "n": len(norms)}))
 
     ln_by_layer = layer_norms(mods)
-    if len(ln_by_layer) >= T.MIN_LAYERS_FOR_PROFILE:
+    if len(ln_by_layer) >= seed_thresholds.MIN_LAYERS_FOR_PROFILE:
         u = u_shape_ratio(ln_by_layer)
         peak = max(ln_by_layer, key=lambda k: ln_by_layer[k])
         ev = {"u_ratio": u, "n_layers": len(ln_by_layer), "peak_layer": peak}
-        if u > T.U_SHAPE_HIGH:
+        if u > seed_thresholds.U_SHAPE_HIGH:
             title, detail = ("U-shaped layer profile",
                              f"Early and late layers changed more than the middle (U-ratio {u:.2f}).")
-        elif u < T.U_SHAPE_LOW:
+        elif u < seed_thresholds.U_SHAPE_LOW:
             title, detail = ("Inverted-U layer profile",
                              f"Middle layers changed more than early and late ones (U-ratio {u:.2f}).")
         else:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from modeldelta_mcp.engine.forensics import Chunk, Forensics
+from modeldelta_mcp.models import ForensicCounters
 
 # The seed's definition: an entry counts as unchanged when |ΔW| < 1e-5.
 SPARSITY_EPS = 1e-5
@@ -31,7 +32,6 @@ class DeltaAccumulator:
     n_zero_delta: int = 0
     n_nonfinite: int = 0
     max_abs_delta: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
     forensic: Forensics = field(default_factory=Forensics)
 
     def add(self, a: torch.Tensor, b: torch.Tensor, whole_rows: bool = True) -> torch.Tensor:
@@ -120,15 +120,8 @@ class DeltaAccumulator:
     def identical(self) -> bool:
         return self.n_zero_delta == self.numel and self.n_nonfinite == 0
 
-    def forensics(self) -> dict[str, float]:
+    def forensics(self) -> ForensicCounters:
         """Counts the diagnosis needs beyond the seed's metrics (kept in the report as evidence)."""
-        out = {
-            "numel": float(self.numel),
-            "n_zero_delta": float(self.n_zero_delta),
-            "max_abs_delta": self.max_abs_delta,
-            "norm_a": self.norm_a,
-            "norm_b": self.norm_b,
-        }
-        out.update(self.forensic.values())
-        out.update(self.extra)
-        return out
+        return ForensicCounters(numel=float(self.numel), n_zero_delta=float(self.n_zero_delta),
+                                max_abs_delta=self.max_abs_delta, norm_a=self.norm_a, norm_b=self.norm_b,
+                                **self.forensic.values())

@@ -17,10 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# Unit roundoff u (half an ULP, relative) of the formats B may be stored in or cast to.
-UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-9}
+from modeldelta_mcp.models import ForensicCounters, QuantCounts
+from modeldelta_mcp.numerics import (
+    CAST_FORMATS,
+    DECILE_KEYS,
+    DECILES,
+    QUANT_GROUPS,
+    RANK_FLOOR_MARGIN,
+    UNIT_ROUNDOFF,
+    UNRESOLVED_MARGIN,
+    unit_roundoff,
+)
+
 # Significand bits (with the implicit one) and the smallest exponent of an ULP (subnormal spacing).
-FORMATS = {"float16": (torch.float16, 11, -24), "bfloat16": (torch.bfloat16, 8, -133)}
+_FORMAT_BITS = {"float16": (torch.float16, 11, -24), "bfloat16": (torch.bfloat16, 8, -133)}
+FORMATS = {name: _FORMAT_BITS[name] for name in CAST_FORMATS}
 # Entries checked before a whole chunk is tested against a float grid: an fp32 tensor fails here.
 GRID_PROBE = 4096
 
@@ -29,8 +40,6 @@ GRID_PROBE = 4096
 QUANT_SAMPLE_ROWS = 32
 # Rows narrower than this carry too few values to tell a grid from chance.
 QUANT_MIN_COLS = 16
-# Group sizes of group-wise quantizers in use (GPTQ/AWQ/bitsandbytes): 32, 64, 128.
-QUANT_GROUPS = (128, 64, 32)
 # Sub-multiples of the smallest gap tried as the grid step: with fewer samples than levels two
 # adjacent levels may never both occur, so the smallest gap can be 2..8 steps.
 QUANT_MAX_SUBSTEP = 8
@@ -40,19 +49,6 @@ PROBE_GROUPS = 4
 # (_grid_test); a group whose tolerance reaches this cap cannot tell a grid from chance and does
 # not count as evidence.
 QUANT_TOL_CAP = 0.25
-# Bits beyond this are not a quantizer's grid (a float format's mixed-binade grid spans > 2^8 steps).
-QUANT_MAX_BITS = 8
-
-# Floor of the numerical rank: a rounding-error matrix E with |E_ij| <= u·|B_ij| (i.i.d.-like)
-# has top singular value ~ (u/√3)·rms(B)·(√m + √n) (Marchenko–Pastur edge); σ below MARGIN times
-# u·rms(B)·(√m + √n) is rounding, not signal.
-FLOOR_MARGIN = 2.0
-# A Gram solved in a dtype of unit roundoff u resolves eigenvalues only down to ~u·trace(G), times the
-# margin measured for the engine's eigensolvers (engine/spectrum.py UNRESOLVED_MARGIN): σ below
-# sqrt(margin·u)·‖Δ‖_F cannot be told from zero.
-GRAM_UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}
-DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-DECILE_KEYS = tuple(f"sv_q{round(q * 100):02d}" for q in DECILES)
 # sv_cliff where the next σ is zero: any ratio this large already means an exact rank deficiency.
 SV_CLIFF_MAX = 1e300
 
@@ -169,7 +165,7 @@ class Forensics:
         self.sample: list[torch.Tensor] = []
         self.sample_rows = 0
         self.sampled = True  # False once a chunk did not hold whole rows
-        self.spectrum: dict[str, float] = {}
+        self.spectrum: dict[str, float] = {}  # ForensicCounters sv_* fields
 
     def update(self, c: Chunk, whole_rows: bool) -> None:
         a, b, d = c.a, c.b, c.d
@@ -238,17 +234,18 @@ class Forensics:
 
     def note_spectrum(self, sigma: torch.Tensor, rows: int, cols: int, norm_b: float,
                       gram_dtype: torch.dtype = torch.float64) -> None:
-        """Numerical rank above the rounding floor of B's storage grid, and the deciles of σ."""
-        from modeldelta_mcp.engine.spectrum import UNRESOLVED_MARGIN
+        """Numerical rank above the rounding floor of B's storage grid, and the deciles of σ.
 
+        The floor is the larger of the storage rounding (numerics.RANK_FLOOR_MARGIN) and the resolution
+        of the eigensolver's Gram dtype (numerics.UNRESOLVED_MARGIN)."""
         sigma = sigma.double()
         if sigma.numel() == 0:
             return
         rms_b = norm_b / math.sqrt(max(1, rows * cols))
         energy = float(sigma.square().sum())
         floor = max(
-            FLOOR_MARGIN * self.unit_roundoff * rms_b * (math.sqrt(rows) + math.sqrt(cols)),
-            math.sqrt(UNRESOLVED_MARGIN * GRAM_UNIT_ROUNDOFF.get(gram_dtype, 2.0**-24) * energy),
+            RANK_FLOOR_MARGIN * self.unit_roundoff * rms_b * (math.sqrt(rows) + math.sqrt(cols)),
+            math.sqrt(UNRESOLVED_MARGIN * unit_roundoff(gram_dtype) * energy),
         )
         rank = int((sigma > floor).sum())
         asc = sigma.flip(0)
@@ -267,25 +264,26 @@ class Forensics:
             return UNIT_ROUNDOFF["bfloat16"]
         if self.on_grid["float16"] and self.numel:
             return UNIT_ROUNDOFF["float16"]
-        return UNIT_ROUNDOFF.get(self.b_dtype, UNIT_ROUNDOFF["float32"])
+        return unit_roundoff(self.b_dtype)
 
     def _quant(self) -> dict[str, float]:
+        """ForensicCounters q_* fields: the coarsest granularity on a grid and those tested before it."""
         if not self.sample or not self.sampled or not self.n_nonzero_delta:
             return {}
         x = torch.cat(self.sample)
         cols = x.shape[1]
-        unit = UNIT_ROUNDOFF.get(self.b_dtype, UNIT_ROUNDOFF["float32"])
+        unit = unit_roundoff(self.b_dtype)
         out: dict[str, float] = {}
         grans = [("row", cols)] + [(f"g{g}", g) for g in QUANT_GROUPS if g < cols and cols % g == 0]
         for label, g in grans:
             n, on, bits, levels = grid_groups(x.reshape(-1, g), unit)
-            out.update({f"q_{label}_n": float(n), f"q_{label}_grid": float(on), f"q_{label}_bits": float(bits),
-                        f"q_{label}_levels": float(levels), f"q_{label}_size": float(g)})
+            out.update(ForensicCounters.quant_fields(label, QuantCounts(n, on, bits, levels, g)))
             if n and on == n:
                 break  # the coarsest granularity on a grid wins; finer groups are subsets of it
         return out
 
     def values(self) -> dict[str, float]:
+        """ForensicCounters fields measured by this pass."""
         out: dict[str, float] = {
             "n_nonzero_delta": float(self.n_nonzero_delta),
             "n_zero_b": float(self.n_zero_b),
@@ -302,8 +300,8 @@ class Forensics:
             "pairs_active": float(self.pairs_active),
         }
         for name in FORMATS:
-            out[f"b_on_{name}_grid"] = 1.0 if self.on_grid[name] and self.numel else 0.0
-            out[f"n_rounded_{name}"] = float(self.n_rounded[name])
+            out.update(ForensicCounters.cast_fields(name, self.on_grid[name] and bool(self.numel),
+                                                    self.n_rounded[name]))
         out.update(self._quant())
         out.update(self.spectrum)
         return out

@@ -26,6 +26,8 @@ from typing import Literal
 
 import torch
 
+from modeldelta_mcp.numerics import UNRESOLVED_MARGIN, unit_roundoff
+
 Precision = Literal["float32", "float64"]
 
 # Seed definitions: normalised σ below this are dropped from the entropy; log-σ fit uses σ above it.
@@ -35,10 +37,6 @@ ENERGY_EPS = 1e-12
 # Long side / short side from which the float32 route pays: products then cost >= 2x the eigensolver
 # and a dense delta's smallest σ is far above the float32 floor (Marchenko–Pastur edge, see above).
 TALL_RATIO = 2.0
-# Measured max |λ̂ - λ| / (u·trace G) over dense, planted, LoRA-bf16 and exactly low-rank deltas
-# (896..4864 rows, 512..896 wide): 0.81, dominated by the float32 eigensolver. 8x that is the floor.
-UNRESOLVED_MARGIN = 8.0
-UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}
 # Relative change of effective rank or spectral alpha that unresolved eigenvalues may cause before the
 # float64 recomputation is needed (the seed parity target is 1% on effective rank; 10x margin).
 SENSITIVITY_TOL = 1e-3
@@ -148,7 +146,7 @@ def spectrum_from_eigs(evals: torch.Tensor, trace: float, dtype: torch.dtype) ->
     lam = evals.double().flip(0)
     if not (math.isfinite(trace) and bool(torch.isfinite(lam).all())):  # overflowed: recompute in float64
         return Spectrum(lam.nan_to_num(0.0).clamp_min(0).sqrt(), False, len(lam))
-    floor = UNRESOLVED_MARGIN * UNIT_ROUNDOFF[dtype] * max(trace, 0.0)
+    floor = UNRESOLVED_MARGIN * unit_roundoff(dtype) * max(trace, 0.0)
     sigma = lam.clamp_min(0).sqrt()
     low = lam < floor
     n_low = int(low.sum())

@@ -79,8 +79,8 @@ class LayerDrift:
 
 
 def _norm_a(m: ModuleDelta) -> float | None:
-    if "norm_a" in m.forensics:
-        return m.forensics["norm_a"]
+    if m.forensics.norm_a is not None:
+        return m.forensics.norm_a
     if m.frob_norm_relative > 0:
         return m.frob_norm / m.frob_norm_relative
     return None
@@ -119,7 +119,7 @@ def rank_cliff(m: ModuleDelta) -> tuple[int | None, float | None]:
     top-k; otherwise the largest adjacent ratio of the top-k values, when it reaches CLIFF_RATIO.
     """
     sv = m.top_singular_values or []
-    rank, cliff = m.forensics.get("sv_rank"), m.forensics.get("sv_cliff")
+    rank, cliff = m.forensics.sv_rank, m.forensics.sv_cliff
     if rank is not None and cliff is not None and 0 < rank < len(sv) and cliff >= CLIFF_RATIO:
         return int(rank), float(cliff)
     best: tuple[int | None, float | None] = (None, None)

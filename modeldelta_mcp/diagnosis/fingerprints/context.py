@@ -8,6 +8,7 @@ from typing import Any
 
 from modeldelta_mcp.facts import AdapterFacts
 from modeldelta_mcp.models import Finding, ModuleDelta, QuantGroup
+from modeldelta_mcp.numerics import RANK_FLOOR_MARGIN
 
 ATTN_ROLES = frozenset({"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv"})
 MLP_ROLES = frozenset({"mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up", "router"})
@@ -17,9 +18,6 @@ VOCAB_ROLES = frozenset({"embed", "head", "pos_embed"})
 # below the dimension (at r >= min(m, n)/2 a factorised update saves nothing), and a trained dense
 # update is numerically full rank. The same line splits lora_merge from full_finetune.
 LOW_RANK_MAX_FRACTION = 0.5
-# Floor margin over the storage dtype's rounding noise when only the top-k σ are known (the engine's
-# exact path records the rank itself: engine/forensics.py uses the same rule).
-TOPK_FLOOR_MARGIN = 2.0
 
 
 def shape2d(m: ModuleDelta) -> tuple[int, int]:
@@ -40,27 +38,31 @@ def is_vector(m: ModuleDelta) -> bool:
     return not is_matrix(m)
 
 
-def fx(m: ModuleDelta, key: str, default: float = 0.0) -> float:
-    return float(m.forensics.get(key, default))
+def numel(m: ModuleDelta) -> float:
+    """Entries compared (the overlap of a resized vocabulary axis)."""
+    return m.forensics.numel if m.forensics.numel is not None else float(m.n_params)
 
 
 def nnz(m: ModuleDelta) -> int:
     """Entries whose delta is not exactly zero."""
-    if "n_nonzero_delta" in m.forensics:
-        return int(m.forensics["n_nonzero_delta"])
-    return int(fx(m, "numel", m.n_params) - fx(m, "n_zero_delta"))
+    f = m.forensics
+    if f.n_nonzero_delta is not None:
+        return int(f.n_nonzero_delta)
+    return int(numel(m) - (f.n_zero_delta or 0.0))
 
 
 def numerical_rank(m: ModuleDelta) -> int | None:
     """Rank of Δ above the rounding floor of B's storage grid; None when it cannot be told."""
-    if "sv_rank" in m.forensics:
-        return int(m.forensics["sv_rank"])
+    f = m.forensics
+    if f.sv_rank is not None:
+        return int(f.sv_rank)
     top = m.top_singular_values or []
-    if not top or "unit_roundoff_b" not in m.forensics:
+    if not top or f.unit_roundoff_b is None:
         return None
+    # only the top-k σ are known: the engine's exact-path floor (storage rounding) applied to them
     rows, cols = shape2d(m)
-    rms_b = fx(m, "norm_b") / math.sqrt(max(1, rows * cols))
-    floor = TOPK_FLOOR_MARGIN * fx(m, "unit_roundoff_b") * rms_b * (math.sqrt(rows) + math.sqrt(cols))
+    rms_b = (f.norm_b or 0.0) / math.sqrt(max(1, rows * cols))
+    floor = RANK_FLOOR_MARGIN * f.unit_roundoff_b * rms_b * (math.sqrt(rows) + math.sqrt(cols))
     above = sum(1 for s in top if s > floor)
     return above if above < len(top) else None  # every top-k σ is signal: the rank is only >= k
 

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from statistics import median
 from typing import Any
 
-from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, fx
+from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding
 from modeldelta_mcp.models import Finding, ModuleDelta, QuantGroup
+from modeldelta_mcp.numerics import QUANT_GRANULARITIES
 
-# Granularities of the engine's grid test and their group size key (engine/forensics.py).
-GRID_LABELS = ("row", "g128", "g64", "g32")
 # Layers named as the ones that lost most.
 WORST_LAYERS = 3
 # A round-to-nearest b-bit uniform grid over a group of n roughly Gaussian weights spans about
@@ -42,11 +41,10 @@ def expected_relative_error(bits: int, group: int) -> float:
 def _tested(m: ModuleDelta) -> list[tuple[int, int, int, bool]]:
     """(group size, levels, bits, on a uniform grid) per granularity the engine tested on B's rows."""
     out = []
-    for label in GRID_LABELS:
-        n = fx(m, f"q_{label}_n")
-        if n > 0:
-            out.append((int(fx(m, f"q_{label}_size")), int(fx(m, f"q_{label}_levels")), int(fx(m, f"q_{label}_bits")),
-                        fx(m, f"q_{label}_grid") == n))
+    for label in QUANT_GRANULARITIES:
+        q = m.forensics.quant(label)
+        if q is not None and q.n > 0:
+            out.append((int(q.size), int(q.levels), int(q.bits), q.grid == q.n))
     return out
 
 

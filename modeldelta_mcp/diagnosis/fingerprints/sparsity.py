@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, fx, is_matrix, nnz, sorted_roles
-from modeldelta_mcp.models import Finding
+from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, is_matrix, nnz, numel, sorted_roles
+from modeldelta_mcp.models import Finding, ModuleDelta
 
 # Trained float weights are exactly zero only by design; a cast's underflow zeroes a vanishing share.
 # A tensor counts as pruned when at least this share of its entries turned to zero in B.
@@ -20,15 +20,19 @@ SPARSE_MAX_DENSITY = 0.5
 SPARSE_MAX_PRUNED_SHARE = 0.5
 
 
+def _pruned(m: ModuleDelta) -> float:
+    return m.forensics.n_pruned or 0.0
+
+
 def detect_pruning(ctx: Context) -> Finding | None:
-    pruned = [m for m in ctx.changed if fx(m, "n_pruned") >= PRUNE_TENSOR_MIN_FRACTION * max(1.0, fx(m, "numel"))]
+    pruned = [m for m in ctx.changed if _pruned(m) >= PRUNE_TENSOR_MIN_FRACTION * max(1.0, numel(m))]
     if not pruned:
         return None
-    k = sum(fx(m, "n_pruned") for m in pruned)
-    entries = sum(fx(m, "numel") for m in pruned)
+    k = sum(_pruned(m) for m in pruned)
+    entries = sum(numel(m) for m in pruned)
     fraction = k / entries
-    ms_pruned = sum(fx(m, "n_pruned") * fx(m, "rms_a_pruned") ** 2 for m in pruned) / k
-    ms_all = sum(fx(m, "norm_a") ** 2 for m in pruned) / entries
+    ms_pruned = sum(_pruned(m) * (m.forensics.rms_a_pruned or 0.0) ** 2 for m in pruned) / k
+    ms_all = sum((m.forensics.norm_a or 0.0) ** 2 for m in pruned) / entries
     ratio = math.sqrt(ms_pruned / ms_all) if ms_all > 0 else 1.0
     limit = 1.0 - PRUNE_MAGNITUDE_Z / math.sqrt(2 * k)
     if ratio >= limit:
@@ -46,20 +50,20 @@ def detect_pruning(ctx: Context) -> Finding | None:
 def detect_sparse_delta(ctx: Context) -> Finding | None:
     if not ctx.changed:
         return None
-    entries = sum(fx(m, "numel", m.n_params) for m in ctx.changed)
+    entries = sum(numel(m) for m in ctx.changed)
     moved = sum(nnz(m) for m in ctx.changed)
     density = moved / max(1.0, entries)
-    if density > SPARSE_MAX_DENSITY or sum(fx(m, "n_pruned") for m in ctx.changed) >= SPARSE_MAX_PRUNED_SHARE * moved:
+    if density > SPARSE_MAX_DENSITY or sum(_pruned(m) for m in ctx.changed) >= SPARSE_MAX_PRUNED_SHARE * moved:
         return None
-    mats = [m for m in ctx.changed if is_matrix(m) and fx(m, "pairs_active") > 0]
-    act_entries = sum(fx(m, "active_entries") for m in mats)
+    mats = [m for m in ctx.changed if is_matrix(m) and (m.forensics.pairs_active or 0.0) > 0]
+    act_entries = sum(m.forensics.active_entries or 0.0 for m in mats)
     act_moved = sum(nnz(m) for m in mats)
-    pairs = sum(fx(m, "pairs_active") for m in mats)
+    pairs = sum(m.forensics.pairs_active or 0.0 for m in mats)
     if act_entries <= 0 or pairs <= 0:
         return None
     density_active = act_moved / act_entries
     z = 1.0 - density_active
-    pair_rate = sum(fx(m, "zero_pairs_active") for m in mats) / pairs
+    pair_rate = sum(m.forensics.zero_pairs_active or 0.0 for m in mats) / pairs
     # i.i.d. drops: P(two neighbours both unchanged) = P(unchanged)², ratio 1; runs or masks of
     # structure push it toward 1/P(unchanged). The geometric midpoint splits the two.
     ratio = pair_rate / (z * z) if z > 0 else math.inf

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import math
 
-from modeldelta_mcp.diagnosis import mp
+from modeldelta_mcp.diagnosis import marchenko_pastur
 from modeldelta_mcp.diagnosis.fingerprints.context import (
     VOCAB_ROLES,
     Context,
     family,
     finding,
-    fx,
     is_low_rank,
     nnz,
+    numel,
     numerical_rank,
     shape2d,
     sorted_roles,
 )
-from modeldelta_mcp.engine.forensics import DECILE_KEYS, DECILES
 from modeldelta_mcp.models import Finding, ModuleDelta
+from modeldelta_mcp.numerics import DECILES
 
 # Bulk quantiles of an i.i.d. matrix match the MP law up to O(1/p) (eigenvalue spacing, p = min side):
 # measured 0.028 at p = 32 and 0.005 at p = 384 (relative to the edge); allowed: 0.02 + 2/p.
@@ -35,16 +35,17 @@ DENSE_MIN_DENSITY = 0.5
 
 def mp_fit(m: ModuleDelta) -> dict | None:
     """How far Δ's spectrum is from MP with the same variance: top σ / edge and worst decile error."""
-    if not m.top_singular_values or any(k not in m.forensics for k in DECILE_KEYS):
+    deciles = m.forensics.deciles()
+    if not m.top_singular_values or deciles is None:
         return None
     rows, cols = shape2d(m)
     p = min(rows, cols)
     tau = m.frob_norm / math.sqrt(rows * cols)
-    e = mp.edge(rows, cols, tau)
+    e = marchenko_pastur.edge(rows, cols, tau)
     if e <= 0:
         return None
-    theory = mp.sigma_quantiles(rows, cols, DECILES)
-    err = max(abs(fx(m, k) / e - t) for k, t in zip(DECILE_KEYS, theory, strict=True))
+    theory = marchenko_pastur.sigma_quantiles(rows, cols, DECILES)
+    err = max(abs(d / e - t) for d, t in zip(deciles, theory, strict=True))
     top = m.top_singular_values[0] / e
     ok = err <= MP_QUANTILE_FLOOR + MP_QUANTILE_SLACK / p and top <= 1 + MP_EDGE_SLACK * p ** (-2 / 3)
     return {"top_over_edge": top, "decile_error": err, "ok": ok, "tau": tau}
@@ -55,11 +56,11 @@ def detect_noise(ctx: Context) -> Finding | None:
     if not fits or any(f is None for _, f in fits):
         return None
     moved = sum(nnz(m) for m, _ in fits)
-    if sum(fx(m, "n_pruned") for m, _ in fits) >= NOISE_MAX_ZEROED_SHARE * moved:
+    if sum(m.forensics.n_pruned or 0.0 for m, _ in fits) >= NOISE_MAX_ZEROED_SHARE * moved:
         return None  # a delta of -A on zeroed entries (pruning) inherits A's noise-like small values
     if not all(f["ok"] for _, f in fits if f):
         return None
-    rel = sorted(f["tau"] / (fx(m, "norm_a") / math.sqrt(max(1.0, fx(m, "numel")))) for m, f in fits if f)
+    rel = sorted(f["tau"] / ((m.forensics.norm_a or 0.0) / math.sqrt(max(1.0, numel(m)))) for m, f in fits if f)
     top = max(f["top_over_edge"] for _, f in fits if f)
     err = max(f["decile_error"] for _, f in fits if f)
     return finding(
@@ -86,7 +87,7 @@ def detect_lora_merge(ctx: Context) -> Finding | None:
     touched = sorted(by_role)
     untouched = sorted({m.role for m in ctx.mods} - {m.role for m in ctx.changed})
     vectors = [m for m in ctx.changed if m not in ctx.changed_matrices]
-    cliffs = [fx(m, "sv_cliff") for m in ctx.changed_matrices if "sv_cliff" in m.forensics]
+    cliffs = [m.forensics.sv_cliff for m in ctx.changed_matrices if m.forensics.sv_cliff is not None]
     layers = sorted({m.layer for m in ctx.changed_matrices if m.layer is not None})
     return finding(
         "lora_merge", "info", f"LoRA merged into the weights (rank {rank})",
@@ -101,7 +102,7 @@ def detect_lora_merge(ctx: Context) -> Finding | None:
 
 
 def _dense_learned(m: ModuleDelta) -> bool:
-    density = nnz(m) / max(1.0, fx(m, "numel", m.n_params))
+    density = nnz(m) / max(1.0, numel(m))
     fit = mp_fit(m)
     return is_low_rank(m) is False and density >= DENSE_MIN_DENSITY and not (fit and fit["ok"])
 
@@ -118,7 +119,7 @@ def detect_full_finetune(ctx: Context) -> Finding | None:
     if changed != present:
         return None
     fracs = sorted((numerical_rank(m) or 0) / min(shape2d(m)) for m in dense)
-    density = sum(nnz(m) for m in dense) / sum(fx(m, "numel", m.n_params) for m in dense)
+    density = sum(nnz(m) for m in dense) / sum(numel(m) for m in dense)
     return finding(
         "full_finetune", "info", "Full fine-tune (dense, high-rank updates)",
         f"{len(dense)} of {len(body)} changed matrices got dense ({density:.1%} of entries moved), full-rank "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, fx, is_matrix, is_vector, layer_template
+from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, is_matrix, is_vector, layer_template, numel
 from modeldelta_mcp.models import Finding, ModuleDelta
 
 
@@ -75,9 +75,11 @@ def detect_vocab_resized(ctx: Context) -> Finding | None:
 
 def _fingerprint(m: ModuleDelta, side: str) -> tuple[float, float, float] | None:
     """Exact-copy fingerprint of one side: CRC-32 of its stored bytes, its float64 norm, its size."""
-    if f"crc_{side}" not in m.forensics:
+    f = m.forensics
+    crc, norm = (f.crc_a, f.norm_a) if side == "a" else (f.crc_b, f.norm_b)
+    if crc is None:
         return None
-    return fx(m, f"crc_{side}"), fx(m, f"norm_{side}"), fx(m, "numel")
+    return crc, norm or 0.0, numel(m)
 
 
 def detect_layer_copy(ctx: Context) -> Finding | None:

@@ -7,11 +7,11 @@ import math
 from modeldelta_mcp.diagnosis.fingerprints.context import (
     Context,
     finding,
-    fx,
     nnz,
     sorted_roles,
 )
 from modeldelta_mcp.models import Finding, ModuleDelta
+from modeldelta_mcp.numerics import CAST_FORMATS, QUANT_GRANULARITIES, QUANT_MAX_BITS
 
 # Permutation null of cos(vec A, vec B): shuffling B's entries gives cosines with the mean and spread
 # below; |z| beyond this many null standard deviations happens by chance with p < 6e-7 per tensor.
@@ -19,12 +19,6 @@ UNRELATED_Z = 5.0
 # "B is not derived from A": most of the weights (by parameters) sit inside the null. A derived model
 # keeps nearly every tensor far outside it (z of hundreds); re-initialised parts stay a minority.
 UNRELATED_MIN_FRACTION = 0.5
-# Float formats checked for a cast, finest first (a bf16 grid is coarser than fp16's).
-CAST_FORMATS = ("float16", "bfloat16")
-# Granularities of the k-bit grid test, coarsest first (engine/forensics.py keys q_<label>_*).
-QUANT_GRANULARITIES = ("row", "g128", "g64", "g32")
-# Widest integer grid a quantizer uses; a float format's grid spans more steps.
-QUANT_MAX_BITS = 8
 # A codebook (NF4-like) shows at most 2^k distinct values in a group; with at least this many entries
 # per level a continuous distribution would have shown (nearly) every entry as distinct.
 CODEBOOK_ENTRIES_PER_LEVEL = 4
@@ -42,11 +36,12 @@ def detect_identical(ctx: Context) -> Finding | None:
 
 def null_z(m: ModuleDelta) -> float | None:
     """z of the observed cosine against the permutation null of B's entries."""
-    n = fx(m, "numel")
-    na, nb = fx(m, "norm_a"), fx(m, "norm_b")
-    if n < 2 or na <= 0 or nb <= 0 or "sum_a" not in m.forensics:
+    f = m.forensics
+    n = f.numel or 0.0
+    na, nb = f.norm_a or 0.0, f.norm_b or 0.0
+    if n < 2 or na <= 0 or nb <= 0 or f.sum_a is None:
         return None
-    sa, sb = fx(m, "sum_a"), fx(m, "sum_b")
+    sa, sb = f.sum_a, f.sum_b or 0.0
     ssa = max(0.0, na * na - sa * sa / n)
     ssb = max(0.0, nb * nb - sb * sb / n)
     mean0 = sa * sb / (n * na * nb)
@@ -80,7 +75,8 @@ def detect_unrelated(ctx: Context) -> Finding | None:
 
 def _cast_holds(m: ModuleDelta, fmt: str) -> bool:
     """Every entry of B on the format's grid and every change a one-ULP rounding of an off-grid A."""
-    return fx(m, f"b_on_{fmt}_grid") == 1.0 and fx(m, f"n_rounded_{fmt}") == nnz(m) > 0
+    on_grid, n_rounded = m.forensics.cast(fmt)
+    return on_grid and n_rounded == nnz(m) > 0
 
 
 def detect_precision_change(ctx: Context) -> Finding | None:
@@ -107,15 +103,14 @@ def quant_grid(m: ModuleDelta) -> dict | None:
     """How B's sampled rows sit on a quantizer's grid: the coarsest granularity whose groups all lie on a
     uniform <= 8-bit grid; else the codebook (NF4-like) with the fewest levels, coarsest on a tie (the
     union of several groups' codebooks at a coarser granularity has more levels)."""
-    labels = [g for g in QUANT_GRANULARITIES if fx(m, f"q_{g}_n") > 0]
-    for label in labels:
-        bits = int(fx(m, f"q_{label}_bits"))
-        if fx(m, f"q_{label}_grid") == fx(m, f"q_{label}_n") and 0 < bits <= QUANT_MAX_BITS:
-            return {"granularity": label, "bits": bits, "group_size": int(fx(m, f"q_{label}_size")),
-                    "scheme": "uniform"}
+    tests = [(g, q) for g in QUANT_GRANULARITIES if (q := m.forensics.quant(g)) is not None and q.n > 0]
+    for label, q in tests:
+        bits = int(q.bits)
+        if q.grid == q.n and 0 < bits <= QUANT_MAX_BITS:
+            return {"granularity": label, "bits": bits, "group_size": int(q.size), "scheme": "uniform"}
     best: dict | None = None
-    for label in labels:
-        levels, size = int(fx(m, f"q_{label}_levels")), int(fx(m, f"q_{label}_size"))
+    for label, q in tests:
+        levels, size = int(q.levels), int(q.size)
         if levels < 2 or levels * CODEBOOK_ENTRIES_PER_LEVEL > size:
             continue
         bits = math.ceil(math.log2(levels))
@@ -125,7 +120,8 @@ def quant_grid(m: ModuleDelta) -> dict | None:
 
 
 def detect_quantization(ctx: Context) -> Finding | None:
-    tested = [m for m in ctx.changed_matrices if any(fx(m, f"q_{g}_n") > 0 for g in QUANT_GRANULARITIES)]
+    tested = [m for m in ctx.changed_matrices if any((q := m.forensics.quant(g)) is not None and q.n > 0
+                                                     for g in QUANT_GRANULARITIES)]
     if not tested or len(tested) < len(ctx.changed_matrices):
         return None
     grids = [quant_grid(m) for m in tested]
