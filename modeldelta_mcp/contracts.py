@@ -102,7 +102,8 @@ def _report_section() -> list[str]:
 
 def _findings_section() -> list[str]:
     from modeldelta_mcp.diagnosis.codes import FINDING_CODES
-    from modeldelta_mcp.diagnosis.fingerprints import EXPLAINED_BY_TRANSFORM, PRECEDENCE, TRANSFORMS, primary_method
+    from modeldelta_mcp.diagnosis.fingerprints import PRECEDENCE, TRANSFORMS, primary_method
+    from modeldelta_mcp.diagnosis.recipe import LOSSY
 
     default = primary_method([])
     out = ["## Finding codes", "",
@@ -114,12 +115,16 @@ def _findings_section() -> list[str]:
         keys = ", ".join(f"`{k}`" for k in c.evidence)
         out.append(f"| `{c.code}` | {c.category} | {keys} | {_cell(c.meaning)} |")
     out += ["", "## Method precedence", "",
-            "`diagnostics.method` is the first code of this list whose finding holds "
-            f"(`{default}` when none does):", ""]
+            "`diagnostics.recipe` lists the steps of the derivation in the order they were applied (training, then "
+            "`pruning`, then the storing cast or quantization); `diagnostics.method` is its first step. Among the "
+            "findings of one step, and for a one-step recipe, the method is the first code of this list whose "
+            f"finding holds (`{default}` when none does):", ""]
     out += [f"{i}. `{code}`" for i, code in enumerate(PRECEDENCE, start=1)]
-    out += ["", f"When B is A under a whole-model transform ({', '.join(f'`{c}`' for c in TRANSFORMS)}), the delta "
-            "is that transform's footprint, so these codes are not reported: "
-            f"{', '.join(f'`{c}`' for c in sorted(EXPLAINED_BY_TRANSFORM))}.", ""]
+    out += ["", f"Whole-model transforms ({', '.join(f'`{c}`' for c in TRANSFORMS)}) are peeled off first: the "
+            "tensors they alone explain count as unchanged when the training fingerprints are read. Lossy steps "
+            f"({', '.join(f'`{c}`' for c in LOSSY)}) go one way: `diagnostics.direction` is `a_from_b` when only A "
+            "shows them, and the method, recipe and evidence then describe how A was made from B "
+            "(docs/diagnosis.md).", ""]
     return out
 
 

@@ -80,6 +80,21 @@ class QuantCounts(NamedTuple):
     size: float  # entries per group
 
 
+class QuantGrid(_Model):
+    """The quantizer grid a tensor's sampled rows sit on (engine/quant_fit.py), allowing for the rounding of
+    the float format the dequantized values were stored in."""
+
+    number_format: str = Field(description="int_symmetric | int_asymmetric | nf4 | fp4 | fp8_e4m3 | fp8_e5m2.")
+    granularity: str = Field(description="Scale granularity: per_tensor | per_row | per_column | per_group | "
+                             "per_block (absmax blocks of the flattened tensor).")
+    group_size: int | None = Field(None, description="Entries per group or block (per_group, per_block).")
+    bits: int = Field(description="Bits of the grid (levels used in the sample; 4 for NF4/FP4, 8 for FP8).")
+    n_groups: int = Field(description="Groups tested.")
+    evidence_bits: float = Field(description="Improbability (bits) that values off any grid fit by chance.")
+    misses: int = Field(description="Informative values outside their rounding bound (a few allowed).")
+    levels: int = Field(description="Most distinct values in one of the first groups.")
+
+
 class ForensicCounters(_Model):
     """Counters behind the method fingerprints (docs/diagnosis.md), accumulated by the engine chunk by chunk.
 
@@ -145,6 +160,24 @@ class ForensicCounters(_Model):
     sv_q80: Counter = _counter("80th percentile of the singular values of Δ.")
     sv_q90: Counter = _counter("90th percentile of the singular values of Δ.")
     sv_cliff: Counter = _counter("σ_r / σ_(r+1) at the numerical rank r.")
+    quant_b: QuantGrid | None = Field(None, description="Quantizer grid of B's sampled rows, if any.")
+    quant_a: QuantGrid | None = Field(None, description="Quantizer grid of A's sampled rows, if any.")
+    unit_roundoff_a: Counter = _counter("u of the coarsest float grid holding all of A.")
+    a_on_float16_grid: Counter = _counter("1 when every entry of A is exactly representable in float16.")
+    n_rounded_float16_a: Counter = _counter(
+        "Changed entries where B was off the float16 grid and A is a neighbour of B on it (A cast from B).")
+    a_on_bfloat16_grid: Counter = _counter("1 when every entry of A is exactly representable in bfloat16.")
+    n_rounded_bfloat16_a: Counter = _counter(
+        "Changed entries where B was off the bfloat16 grid and A is a neighbour of B on it (A cast from B).")
+    n_zero_a: Counter = _counter("Zeros in A (counted once a strided probe of A shows zeros).")
+    n_pruned_a: Counter = _counter("Zeros in A where B is not zero.")
+    rms_b_pruned_a: Counter = _counter("RMS of B over the entries zero in A.")
+    nm_2_4_share: Counter = _counter("Share of groups of 4 along the input dim with >= 2 new zeros in B.")
+    nm_4_8_share: Counter = _counter("Share of groups of 8 along the input dim with >= 4 new zeros in B.")
+    zero_rows_b: Counter = _counter("Rows entirely zero in B that were not in A.")
+    zero_row_runs: Counter = _counter("Maximal runs of consecutive such rows.")
+    zero_cols_b: Counter = _counter("Columns entirely zero in B (tensors with new zeros).")
+    zero_col_runs: Counter = _counter("Maximal runs of consecutive zero columns.")
 
     @model_serializer(mode="wrap")
     def _measured_only(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -173,6 +206,32 @@ class ForensicCounters(_Model):
     @staticmethod
     def cast_fields(fmt: str, on_grid: bool, n_rounded: int) -> dict[str, float]:
         return {f"b_on_{fmt}_grid": 1.0 if on_grid else 0.0, f"n_rounded_{fmt}": float(n_rounded)}
+
+    @staticmethod
+    def cast_fields_a(fp16_on: bool, bf16_on: bool, fp16_rounded: int, bf16_rounded: int) -> dict[str, float]:
+        return {"a_on_float16_grid": float(fp16_on), "a_on_bfloat16_grid": float(bf16_on),
+                "n_rounded_float16_a": float(fp16_rounded), "n_rounded_bfloat16_a": float(bf16_rounded)}
+
+    def mirrored(self) -> ForensicCounters:
+        """The counters read with A and B exchanged (how A would look as derived from B); counters kept for
+        B only (the legacy grid test, zero patterns) are dropped."""
+        if self.a_on_float16_grid is None:
+            return ForensicCounters(numel=self.numel, n_zero_delta=self.n_zero_delta,
+                                    max_abs_delta=self.max_abs_delta, norm_a=self.norm_b, norm_b=self.norm_a)
+        keep = {k: getattr(self, k) for k in (
+            "numel", "n_zero_delta", "max_abs_delta", "n_nonzero_delta", "active_rows", "active_entries",
+            "zero_pairs_active", "pairs_active", "sv_floor", "sv_rank", "sv_min", *DECILE_KEYS, "sv_cliff")}
+        swapped = dict(
+            norm_a=self.norm_b, norm_b=self.norm_a, sum_a=self.sum_b, sum_b=self.sum_a, crc_a=self.crc_b,
+            crc_b=self.crc_a, n_zero_b=self.n_zero_a or 0.0, n_pruned=self.n_pruned_a or 0.0,
+            rms_a_pruned=self.rms_b_pruned_a or 0.0, n_zero_a=self.n_zero_b, n_pruned_a=self.n_pruned,
+            rms_b_pruned_a=self.rms_a_pruned, unit_roundoff_b=self.unit_roundoff_a,
+            unit_roundoff_a=self.unit_roundoff_b, b_on_float16_grid=self.a_on_float16_grid,
+            a_on_float16_grid=self.b_on_float16_grid, b_on_bfloat16_grid=self.a_on_bfloat16_grid,
+            a_on_bfloat16_grid=self.b_on_bfloat16_grid, n_rounded_float16=self.n_rounded_float16_a,
+            n_rounded_float16_a=self.n_rounded_float16, n_rounded_bfloat16=self.n_rounded_bfloat16_a,
+            n_rounded_bfloat16_a=self.n_rounded_bfloat16, quant_b=self.quant_a, quant_a=self.quant_b)
+        return ForensicCounters(**keep, **swapped)
 
 
 class ModuleDelta(_Model):
@@ -256,12 +315,22 @@ class Finding(_Model):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
+Direction = Literal["b_from_a", "a_from_b", "unknown"]
+
+
 class Diagnostics(_Model):
     profile_tag: ProfileTag
-    method: str = Field(description="Primary finding code: the first method code, in the precedence order of "
-                        "docs/contracts.md, whose finding holds.")
+    method: str = Field(description="How the derived model was made: the recipe's first step; with one step, the "
+                        "first method code, in the precedence order of docs/contracts.md, whose finding holds "
+                        "(docs/diagnosis.md).")
     summary: str
     findings: list[Finding]
+    recipe: list[str] = Field(default_factory=list, description=(
+        "Ordered steps of the derivation, each a method code (training, then pruning, then the storing cast or "
+        "quantization), e.g. [\"full_finetune\", \"precision_change\"]; one step for a single method."))
+    direction: Direction = Field("unknown", description=(
+        "b_from_a | a_from_b | unknown: which side was derived. Lossy steps, adapters and vocabulary growth show "
+        "it; with a_from_b, method, recipe and evidence describe how A was made from B."))
 
 
 class EngineInfo(_Model):

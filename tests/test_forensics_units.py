@@ -17,7 +17,7 @@ from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
 from modeldelta_mcp.diagnosis.fingerprints.context import layer_template
 from modeldelta_mcp.engine import EngineOptions
 from modeldelta_mcp.engine.accumulate import DeltaAccumulator
-from modeldelta_mcp.engine.forensics import grid_groups
+from modeldelta_mcp.engine.quant_fit import fit_quantizer
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.models import ForensicCounters, ModuleDelta
 
@@ -30,15 +30,16 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def test_forensics_grid_test_finds_int8_rows_and_int4_groups_not_floats() -> None:
     w = torch.randn(32, 256, generator=_gen()) * 0.05
-    tested, on, bits, _ = grid_groups(quantize_rows_symmetric(w, 8).double(), U32)
-    assert tested == on == 32 and bits == 8
-    q4 = quantize_groups_asymmetric(w, 4, 64).double()
-    tested, on, bits, levels = grid_groups(q4.reshape(-1, 64), U32)
-    assert tested == on == 128 and bits == 4 and levels <= 16
-    assert grid_groups(q4, U32)[1] == 0  # a whole row mixes four groups' scales: no common grid
-    assert grid_groups(w.double(), U32)[1] == 0
-    _, on, bits, _ = grid_groups(w.half().double(), U32)  # a float format: a grid per binade, > 8 bits
-    assert on == 0 or bits > 8
+    fit, legacy = fit_quantizer(quantize_rows_symmetric(w, 8), U32)
+    assert fit is not None and (fit.number_format, fit.granularity, fit.bits) == ("int_symmetric", "per_row", 8)
+    assert legacy["row"].tested == legacy["row"].on_grid == 32
+    fit, legacy = fit_quantizer(quantize_groups_asymmetric(w, 4, 64), U32)
+    assert fit is not None and (fit.number_format, fit.granularity, fit.group_size, fit.bits) == \
+        ("int_asymmetric", "per_group", 64, 4)
+    assert legacy["row"].on_grid == 0  # a whole row mixes four groups' scales: no common grid
+    assert fit_quantizer(w, U32)[0] is None
+    assert fit_quantizer(w.half().float(), 2.0**-11)[0] is None  # a float format: a grid per binade, > 8 bits
+    assert fit_quantizer(w.bfloat16().float(), 2.0**-9)[0] is None
 
 
 def test_forensics_float_cast_counters_tell_fp16_from_bf16() -> None:
@@ -187,9 +188,7 @@ def test_forensics_counters_absent_stay_out_of_the_json_and_round_trip() -> None
     dumped = json.loads(f.model_dump_json())
     assert "numel" in dumped and "sv_rank" not in dumped and None not in dumped.values()  # no spectrum noted
     assert ForensicCounters.model_validate(dumped) == f
-    q = f.quant("row")
-    assert q is not None and q.size == 64 and q.grid == 0  # random rows: no grid, so the groups were tried
-    assert f.quant("g32") is not None and f.quant("g128") is None  # 128 does not fit in 64 columns
+    assert f.quant("row") is None and f.quant_b is None  # random rows fail the quantizer gate: nothing tested
     assert f.deciles() is None
     acc.note_spectrum(torch.linalg.svdvals((torch.full((40, 64), 1e-3)).double()), 40, 64)
     assert acc.forensics().deciles() is not None and acc.forensics().sv_rank == 1.0

@@ -26,13 +26,23 @@ FINDING_CODES: tuple[FindingCode, ...] = (
                 ("fraction_within_null", "median_abs_z", "mean_cosine", "n_matrices", "z_threshold"),
                 "B is not derived from A: the deltas look like two independent initialisations."),
     FindingCode("precision_change", "method",
-                ("format", "max_relative_change", "n_tensors_cast", "n_tensors_kept", "stored_dtypes"),
-                "B is A cast to a lower precision (bf16/fp16) and back: only rounding changed."),
+                ("format", "max_relative_change", "n_tensors_cast", "n_tensors_kept", "stored_dtypes",
+                 "n_tensors_only_cast"),
+                "B is A cast to a lower precision (bf16/fp16), kept or saved back; alone (only rounding changed) "
+                "or as the storing step after another (recipe)."),
     FindingCode("quantization_roundtrip", "method",
-                ("bits", "granularity", "group_size", "scheme", "n_tensors", "n_tensors_kept", "roles"),
-                "B is A quantized and dequantized: its weights sit on a per-row or per-group grid."),
-    FindingCode("pruning", "method", ("fraction", "magnitude_ratio", "n_tensors", "n_zeroed", "roles"),
-                "Entries of A were set to zero in B (magnitude pruning keeps the large ones)."),
+                ("bits", "granularity", "group_size", "scheme", "n_tensors", "n_tensors_kept", "roles",
+                 "number_format", "stored_format", "tensors", "formats", "min_evidence_bits",
+                 # a scheme the files declare (sources/quantized), checked against the values
+                 "declared_scheme", "declared_scheme_a", "format", "schemes", "consistency", "inconsistent_tensors",
+                 "measured_bits", "median_relative_error", "relative_error_by_role", "worst_layers", "kept_roles",
+                 "kept_tensors", "kept_changed", "expected_relative_error", "error_vs_grid", "grid"),
+                "B is A quantized and dequantized: its weights sit on a quantizer's grid (integer, NF4/FP4, FP8) "
+                "within the rounding of the float format they were stored in, or B's files declare the scheme."),
+    FindingCode("pruning", "method",
+                ("fraction", "magnitude_ratio", "n_tensors", "n_zeroed", "roles", "pattern", "patterns", "tensors"),
+                "Entries of A were set to zero in B (magnitude pruning keeps the large ones); pattern: unstructured, "
+                "2:4, 4:8, rows, columns or heads."),
     FindingCode("sparse_delta", "method",
                 ("density", "density_active_rows", "rescale", "rescale_basis", "pair_ratio", "n_tensors", "roles"),
                 "Only a fraction of the entries changed (DARE/TIES-style sparse task vectors)."),
@@ -56,8 +66,10 @@ FINDING_CODES: tuple[FindingCode, ...] = (
     FindingCode("frozen_modules", "method", ("changed_layers", "frozen_layers", "frozen_roles"),
                 "Whole layers or roles are bit-identical while others were trained."),
     FindingCode("full_finetune", "method",
-                ("n_matrices", "n_changed_matrices", "median_rank_fraction", "density", "module_types", "roles"),
-                "Dense, full-rank updates across every module family: full fine-tuning (also the default)."),
+                ("n_matrices", "n_changed_matrices", "median_rank_fraction", "density", "module_types", "roles",
+                 "n_tensors", "tensors", "later_steps"),
+                "Dense, full-rank updates across every module family: full fine-tuning (also the default, and a "
+                "training step only the tensors a later storing step left alone show)."),
     FindingCode("oq_ratio", "method",
                 ("oq", "variant", "o_mean_relative", "q_mean_relative", "n_layers", "threshold"),
                 "Relative change of attention output over query projections (a distillation heuristic); "

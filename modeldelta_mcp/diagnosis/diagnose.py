@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from modeldelta_mcp.diagnosis import seed_thresholds
-from modeldelta_mcp.diagnosis.fingerprints import detect_all, primary_method
 from modeldelta_mcp.diagnosis.profiles import profile_tag, seed_findings
+from modeldelta_mcp.diagnosis.recipe import derive, direction
 from modeldelta_mcp.facts import AdapterFacts
 from modeldelta_mcp.models import Diagnostics, Finding, ModuleDelta, ProfileTag, QuantGroup
 
@@ -39,8 +39,10 @@ def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
     """`adapter`: the facts of a PEFT adapter B (sources/peft_adapter.py), None otherwise; `quantization`: the
     schemes A's and B's files declare (CheckpointInfo.quantization)."""
     seed_mods = seed_set(mods)
-    findings = detect_all(mods, adapter, quantization)
-    method = primary_method(findings)
+    way, derivation = direction(mods, adapter, derive(mods, adapter, quantization), quantization)
+    findings = derivation.findings
+    recipe = derivation.recipe
+    method = recipe[0]
     nonfinite = nonfinite_finding(mods)
     mean_rel = sum(m.frob_norm_relative for m in seed_mods) / max(1, len(seed_mods))
     mean_cos = sum(min(1.0, m.cosine_sim) for m in seed_mods) / max(1, len(seed_mods))
@@ -65,6 +67,10 @@ def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
         method_desc = f" Method: {primary.title} ({method})."
     else:
         method_desc = f" No method fingerprint matched; reported as {method} by default."
+    if len(recipe) > 1:
+        method_desc += f" Recipe: {' → '.join(recipe)}."
+    if way == "a_from_b":
+        method_desc += f" Direction: {model_a} was derived from {model_b} (the method and recipe describe A)."
     if tag == "identical":
         summary = f"{model_b} is {PROFILE_PHRASE[tag]} {model_a}: every compared tensor is bit-equal."
     else:
@@ -73,4 +79,5 @@ def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
             f"Mean relative change: {mean_rel:.4f}, cosine similarity: {mean_cos:.5f}, "
             f"total ||ΔW||: {total:.2f}.{conc_desc}{method_desc}"
         )
-    return Diagnostics(profile_tag=tag, method=method, summary=summary, findings=findings)
+    return Diagnostics(profile_tag=tag, method=method, summary=summary, findings=findings, recipe=recipe,
+                       direction=way)

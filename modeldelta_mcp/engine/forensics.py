@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from modeldelta_mcp.models import ForensicCounters, QuantCounts
+from modeldelta_mcp.engine.quant_fit import GridFit, UniformResult, fit_quantizer
+from modeldelta_mcp.models import ForensicCounters, QuantCounts, QuantGrid
 from modeldelta_mcp.numerics import (
     CAST_FORMATS,
     DECILE_KEYS,
     DECILES,
-    QUANT_GROUPS,
     RANK_FLOOR_MARGIN,
     UNIT_ROUNDOFF,
     UNRESOLVED_MARGIN,
@@ -40,15 +40,11 @@ GRID_PROBE = 4096
 QUANT_SAMPLE_ROWS = 32
 # Rows narrower than this carry too few values to tell a grid from chance.
 QUANT_MIN_COLS = 16
-# Sub-multiples of the smallest gap tried as the grid step: with fewer samples than levels two
-# adjacent levels may never both occur, so the smallest gap can be 2..8 steps.
-QUANT_MAX_SUBSTEP = 8
-# Groups tested first; the rest only when all of these lie on a grid.
-PROBE_GROUPS = 4
-# A gap is "on the grid" when gap/step is an integer up to the rounding of the stored values
-# (_grid_test); a group whose tolerance reaches this cap cannot tell a grid from chance and does
-# not count as evidence.
-QUANT_TOL_CAP = 0.25
+# Entries of A probed (strided over the chunk) for exact zeros before A's zeros are counted: trained
+# weights have none, a pruned A has >= 1% and shows them in the probe.
+ZERO_PROBE = 1024
+# Pruning patterns: semi-structured N:M groups along the input dimension.
+NM_PATTERNS = ((2, 4), (4, 8))
 # sv_cliff where the next σ is zero: any ratio this large already means an exact rank deficiency.
 SV_CLIFF_MAX = 1e300
 
@@ -89,61 +85,83 @@ def _all_on_grid(x: torch.Tensor, dtype: torch.dtype) -> bool:
     return torch.equal(x.to(dtype).float(), x)
 
 
-def _grid_test(s: torch.Tensor, unit: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """For sorted informative groups s (float64): which lie on a uniform grid, and that grid's step."""
-    gaps = s[:, 1:] - s[:, :-1]
-    pos = gaps > 0
-    gmin = torch.where(pos, gaps, torch.full_like(gaps, math.inf)).amin(dim=1, keepdim=True)
-    amax = s.abs().amax(dim=1, keepdim=True)
-    r = torch.where(pos, gaps / gmin, torch.zeros_like(gaps))
-    # Each stored value carries a rounding error <= u·amax, so a gap is off by <= 2u·amax and the
-    # ratio gap/gmin by <= 2u·amax·(1 + r)/gmin; twice that is the tolerance (times j for step gmin/j).
-    err_unit = 4 * unit * amax * (1 + r) / gmin
-    on = torch.zeros(s.shape[0], dtype=torch.bool)
-    step = torch.zeros_like(gmin)
-    for j in range(1, QUANT_MAX_SUBSTEP + 1):
-        tol = err_unit * j
-        rj = r * j
-        miss = ((rj - rj.round()).abs() > tol) & pos
-        testable = (torch.where(pos, tol, torch.zeros_like(tol)).amax(dim=1) < QUANT_TOL_CAP)
-        ok = ~miss.any(dim=1) & testable & ~on
-        step[ok] = (gmin / j)[ok]
-        on |= ok
-        if bool(on.all()):
-            break
-    return on, step
+def _side_on_grid(x: torch.Tensor, stored: torch.dtype, dtype: torch.dtype) -> bool:
+    """Values stored in a format are on its grid (no pass); others are probed first, then tested."""
+    if stored == dtype:
+        return True
+    flat = x.reshape(-1)
+    return _all_on_grid(flat[:GRID_PROBE], dtype) and _all_on_grid(x, dtype)
 
 
-def grid_groups(x: torch.Tensor, unit: float) -> tuple[int, int, int, int]:
-    """k-bit grid test of each row of x (groups × G): (tested, on_grid, max_bits, max_levels).
+class _PrunePattern:
+    """Where B's new zeros sit (only tensors with zeros where A had none pay for this)."""
 
-    A group lies on a uniform grid {o + q·s} when every gap between its sorted distinct values is
-    an integer multiple of s; s is the smallest gap or a sub-multiple of it. Works for symmetric,
-    zero-point and float-offset quantizers alike. `levels` counts distinct values (codebooks: NF4).
-    Groups with fewer than 3 distinct values carry no evidence. The first PROBE_GROUPS decide
-    whether the rest is tested: a quantizer treats every group alike.
-    """
-    s, _ = torch.sort(x.double(), dim=1)
-    distinct = 1 + (s[:, 1:] > s[:, :-1]).sum(dim=1)
-    informative = distinct >= 3
-    s, distinct = s[informative], distinct[informative]
-    if s.shape[0] == 0:
-        return 0, 0, 0, 0
-    on, step = _grid_test(s[:PROBE_GROUPS], unit)
-    if bool(on.all()) and s.shape[0] > PROBE_GROUPS:
-        on, step = _grid_test(s, unit)
-    tested = on.shape[0]
-    n_on = int(on.sum())
-    bits = 0
-    if n_on:
-        span = (s[: tested, -1:] - s[: tested, :1])
-        levels = (span[on] / step[on]).round() + 1
-        bits = int(torch.ceil(torch.log2(levels.clamp_min(2))).max())
-    return tested, n_on, bits, int(distinct[:tested].max())
+    def __init__(self) -> None:
+        self.nm = {nm: [0, 0] for nm in NM_PATTERNS}  # groups of M with >= N new zeros, groups tested
+        self.zero_rows: list[int] = []  # rows entirely zero in B (and not in A)
+        self.col_zero: np.ndarray | None = None  # columns zero in every row so far
+        self.row = 0
+        self.cols_valid = True
+
+    def update(self, pruned: np.ndarray, b_zero: np.ndarray, whole_rows: bool) -> None:
+        rows, cols = pruned.shape
+        for n, m in NM_PATTERNS:
+            if cols % m == 0:
+                groups = pruned.reshape(rows, cols // m, m).sum(axis=2)
+                self.nm[(n, m)][0] += int(np.count_nonzero(groups >= n))
+                self.nm[(n, m)][1] += groups.size
+        if whole_rows:
+            full = np.flatnonzero(b_zero.all(axis=1) & pruned.any(axis=1))
+            self.zero_rows.extend(int(r) + self.row for r in full)
+            cz = b_zero.all(axis=0)
+            self.col_zero = cz if self.col_zero is None else self.col_zero & cz
+        else:
+            self.cols_valid = False
+
+    def advance(self, rows: int) -> None:
+        self.row += rows
+
+    def values(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        hit, tested = self.nm[(2, 4)]
+        if tested:
+            out["nm_2_4_share"] = hit / tested
+        hit, tested = self.nm[(4, 8)]
+        if tested:
+            out["nm_4_8_share"] = hit / tested
+        out["zero_rows_b"] = float(len(self.zero_rows))
+        out["zero_row_runs"] = float(_runs(self.zero_rows))
+        if self.cols_valid and self.col_zero is not None:
+            cols = np.flatnonzero(self.col_zero).tolist()
+            out["zero_cols_b"] = float(len(cols))
+            out["zero_col_runs"] = float(_runs(cols))
+        return out
+
+
+def _runs(idx: list[int]) -> int:
+    """Maximal runs of consecutive indices."""
+    return sum(1 for i, x in enumerate(idx) if i == 0 or x != idx[i - 1] + 1)
+
+
+def _grid_counts(fit: GridFit | None, value_range: list[float] | None) -> QuantGrid | None:
+    if fit is None:
+        return None
+    bits = fit.bits
+    if fit.step and value_range is not None:  # one step for the whole tensor: its range sets the levels
+        lo, hi = value_range
+        levels = (hi - lo) / fit.step if fit.number_format == "int_asymmetric" else 2 * max(-lo, hi) / fit.step
+        bits = max(bits, math.ceil(math.log2(round(levels) + 1)))
+    return QuantGrid(number_format=fit.number_format, granularity=fit.granularity, group_size=fit.group_size,
+                     bits=bits, n_groups=fit.n_groups, evidence_bits=round(fit.evidence_bits, 1),
+                     misses=fit.misses, levels=fit.levels)
 
 
 class Forensics:
-    """Forensic sums of one tensor pair; update() per chunk with the float32 a, b and delta d."""
+    """Forensic sums of one tensor pair; update() per chunk with the float32 a, b and delta d.
+
+    Most counters are kept for both sides, so that the diagnosis can also read A as derived from B
+    (direction): grids and casts, zeros, the quantizer sample.
+    """
 
     def __init__(self) -> None:
         self.numel = 0
@@ -151,20 +169,33 @@ class Forensics:
         self.n_zero_b = 0
         self.n_pruned = 0
         self.sum_a2_pruned = 0.0
+        self.n_zero_a = 0
+        self.n_pruned_a = 0  # zeros in A where B is not zero (A pruned from B)
+        self.sum_b2_pruned_a = 0.0
+        self.zeros_a_seen = False
         self.sum_a = 0.0
         self.sum_b = 0.0
         self.crc_a = 0
         self.crc_b = 0
+        self.a_dtype = "float32"
         self.b_dtype = "float32"
         self.on_grid = {f: True for f in FORMATS}  # every entry of B so far on that format's grid
+        self.on_grid_a = {f: True for f in FORMATS}
         self.n_rounded = {f: 0 for f in FORMATS}  # changed entries that are a one-ULP rounding of A
+        self.n_rounded_a = {f: 0 for f in FORMATS}  # ... of B (A cast from B)
         self.active_rows = 0  # chunk rows with any change
         self.active_entries = 0
         self.zero_pairs_active = 0  # horizontally adjacent unchanged entries inside active rows
         self.pairs_active = 0
         self.sample: list[torch.Tensor] = []
+        self.sample_a: list[torch.Tensor] = []
         self.sample_rows = 0
         self.sampled = True  # False once a chunk did not hold whole rows
+        self.prune: _PrunePattern | None = None
+        # quantizer fits, made when the sample is complete; a per-tensor grid then needs the tensor's range
+        self.fits: tuple[GridFit | None, GridFit | None, dict[str, UniformResult]] | None = None
+        self.range_b: list[float] | None = None
+        self.range_a: list[float] | None = None
         self.spectrum: dict[str, float] = {}  # ForensicCounters sv_* fields
 
     def update(self, c: Chunk, whole_rows: bool) -> None:
@@ -172,6 +203,7 @@ class Forensics:
         n = d.numel()
         nnz = c.nnz
         self.numel += n
+        self.a_dtype = str(c.stored_a).removeprefix("torch.")
         self.b_dtype = str(c.stored_b).removeprefix("torch.")
         self.sum_a += c.sums[0]
         self.sum_b += c.sums[1]
@@ -183,11 +215,21 @@ class Forensics:
         n_zero_b = n - int(np.count_nonzero(b.reshape(-1).numpy() != 0))
         self.n_zero_b += n_zero_b
         if n_zero_b:
-            pruned = (b == 0) & (a != 0)
-            self.n_pruned += int(pruned.sum())
+            b_zero = b == 0
+            pruned = b_zero & (a != 0)
+            k = int(pruned.sum())
+            self.n_pruned += k
             pa = a[pruned].double()
             self.sum_a2_pruned += float(torch.dot(pa, pa))
-        self._grids(a, b, d, nnz, c.stored_a)
+            if k and d.dim() == 2:
+                if self.prune is None:
+                    self.prune = _PrunePattern()
+                self.prune.update(pruned.numpy(), b_zero.numpy(), whole_rows)
+        if nnz:
+            self._zeros_a(a, b, n)
+        if self.prune is not None and d.dim() == 2:
+            self.prune.advance(d.shape[0])
+        self._grids(a, b, d, nnz, c.stored_a, c.stored_b)
         if 0 < nnz < n and d.dim() == 2 and d.shape[1] > 1:
             self._pattern(c.changed.reshape(d.shape))
         elif nnz:
@@ -196,29 +238,58 @@ class Forensics:
             self.active_entries += n
             self.pairs_active += rows * (cols - 1) if d.dim() == 2 else 0
         if whole_rows and d.dim() == 2 and d.shape[1] >= QUANT_MIN_COLS and self.sample_rows < QUANT_SAMPLE_ROWS:
-            take = b[: QUANT_SAMPLE_ROWS - self.sample_rows]
-            self.sample.append(take.clone())
-            self.sample_rows += take.shape[0]
+            take = QUANT_SAMPLE_ROWS - self.sample_rows
+            self.sample.append(b[:take].clone())
+            self.sample_a.append(a[:take].clone())
+            self.sample_rows += min(take, b.shape[0])
+            if self.sample_rows >= QUANT_SAMPLE_ROWS and nnz:
+                self._fit_sample()
         elif not whole_rows:
             self.sampled = False
+        if self.range_b is not None:
+            self.range_b = [min(self.range_b[0], float(b.min())), max(self.range_b[1], float(b.max()))]
+        if self.range_a is not None:
+            self.range_a = [min(self.range_a[0], float(a.min())), max(self.range_a[1], float(a.max()))]
 
-    def _grids(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, nnz: int, stored_a: torch.dtype) -> None:
-        """Is B on a float format's grid, and is every change a rounding of A to a neighbour there?"""
-        flat_b = b.reshape(-1)
+    def _fit_sample(self) -> None:
+        """Quantizer grids of the sampled rows of B and A; a per-tensor grid's bits need the tensor's range,
+        tracked from here on (the sample holds every row of the chunks before this one)."""
+        fit_b, legacy = fit_quantizer(torch.cat(self.sample), self.unit_roundoff)
+        fit_a, _ = fit_quantizer(torch.cat(self.sample_a), self.unit_roundoff_a)
+        self.fits = (fit_b, fit_a, legacy)
+        for fit, sample, side in ((fit_b, self.sample, "b"), (fit_a, self.sample_a, "a")):
+            if fit is not None and fit.step is not None:
+                x = torch.cat(sample)
+                setattr(self, f"range_{side}", [float(x.min()), float(x.max())])
+
+    def _zeros_a(self, a: torch.Tensor, b: torch.Tensor, n: int) -> None:
+        """Zeros of A where B is not zero (A pruned from B); counted once a strided probe shows zeros."""
+        flat = a.reshape(-1).numpy()
+        if not self.zeros_a_seen:
+            probe = flat[:: max(1, n // ZERO_PROBE)]
+            if np.count_nonzero(probe) == probe.size:
+                return
+            self.zeros_a_seen = True
+        a_zero = flat == 0
+        self.n_zero_a += int(np.count_nonzero(a_zero))
+        pruned = a_zero & (b.reshape(-1).numpy() != 0)
+        pb = b.reshape(-1)[torch.from_numpy(pruned)].double()
+        self.n_pruned_a += int(pruned.sum())
+        self.sum_b2_pruned_a += float(torch.dot(pb, pb))
+
+    def _grids(self, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, nnz: int, stored_a: torch.dtype,
+               stored_b: torch.dtype) -> None:
+        """Is each side on a float format's grid, and is every change a rounding of the other side to a
+        neighbour there (B cast from A, or A cast from B)?"""
         for name, (dtype, bits, min_exp) in FORMATS.items():
-            if not self.on_grid[name]:
+            b_on = self.on_grid[name] = self.on_grid[name] and _side_on_grid(b, stored_b, dtype)
+            a_on = self.on_grid_a[name] = self.on_grid_a[name] and _side_on_grid(a, stored_a, dtype)
+            if not nnz or a_on == b_on:  # both on the grid: no change can be a rounding onto it
                 continue
-            stored = self.b_dtype == name  # values stored in a format are on its grid: no pass needed
-            if not stored and (not _all_on_grid(flat_b[:GRID_PROBE], dtype) or not _all_on_grid(b, dtype)):
-                self.on_grid[name] = False
-                continue
-            # A already on the grid (stored in the format, or tested): no change can be a rounding of it
-            if not nnz or stored_a == dtype or _all_on_grid(a, dtype):
-                continue
-            off = ~_on_grid(a, dtype)  # A had more precision than the format there
+            src, dst, counts = (a, b, self.n_rounded) if b_on else (b, a, self.n_rounded_a)
+            off = ~_on_grid(src, dtype)  # the source had more precision than the format there
             changed = off & (d != 0)
-            ac, dc = a[changed], d[changed]
-            self.n_rounded[name] += int((dc.abs() <= ulp(ac, bits, min_exp)).sum())
+            counts[name] += int(((dst - src)[changed].abs() <= ulp(src[changed], bits, min_exp)).sum())
 
     def _pattern(self, changed: np.ndarray) -> None:
         """Zero pattern inside rows that changed: i.i.d. drops (DARE) give P(00) = P(0)²."""
@@ -260,31 +331,35 @@ class Forensics:
     @property
     def unit_roundoff(self) -> float:
         """u of the coarsest grid holding every entry of B (a fp32 file of bf16 values is bf16)."""
-        if self.on_grid["bfloat16"] and self.numel:
-            return UNIT_ROUNDOFF["bfloat16"]
-        if self.on_grid["float16"] and self.numel:
-            return UNIT_ROUNDOFF["float16"]
-        return unit_roundoff(self.b_dtype)
+        return self._roundoff(self.on_grid, self.b_dtype)
 
-    def _quant(self) -> dict[str, float]:
-        """ForensicCounters q_* fields: the coarsest granularity on a grid and those tested before it."""
+    @property
+    def unit_roundoff_a(self) -> float:
+        return self._roundoff(self.on_grid_a, self.a_dtype)
+
+    def _roundoff(self, on_grid: dict[str, bool], dtype: str) -> float:
+        if on_grid["bfloat16"] and self.numel:
+            return UNIT_ROUNDOFF["bfloat16"]
+        if on_grid["float16"] and self.numel:
+            return UNIT_ROUNDOFF["float16"]
+        return unit_roundoff(dtype)
+
+    def _quant(self) -> dict:
+        """The quantizer grids of B's and A's sampled rows (QuantGrid), and the q_<label>_* counters of B."""
         if not self.sample or not self.sampled or not self.n_nonzero_delta:
             return {}
-        x = torch.cat(self.sample)
-        cols = x.shape[1]
-        unit = unit_roundoff(self.b_dtype)
-        out: dict[str, float] = {}
-        grans = [("row", cols)] + [(f"g{g}", g) for g in QUANT_GROUPS if g < cols and cols % g == 0]
-        for label, g in grans:
-            n, on, bits, levels = grid_groups(x.reshape(-1, g), unit)
-            out.update(ForensicCounters.quant_fields(label, QuantCounts(n, on, bits, levels, g)))
-            if n and on == n:
-                break  # the coarsest granularity on a grid wins; finer groups are subsets of it
+        if self.fits is None:
+            self._fit_sample()
+        assert self.fits is not None
+        fit_b, fit_a, legacy = self.fits
+        out: dict = {"quant_b": _grid_counts(fit_b, self.range_b), "quant_a": _grid_counts(fit_a, self.range_a)}
+        for label, r in legacy.items():
+            out.update(ForensicCounters.quant_fields(label, QuantCounts(r.tested, r.on_grid, r.bits, r.levels, r.size)))
         return out
 
-    def values(self) -> dict[str, float]:
+    def values(self) -> dict:
         """ForensicCounters fields measured by this pass."""
-        out: dict[str, float] = {
+        out: dict = {
             "n_nonzero_delta": float(self.n_nonzero_delta),
             "n_zero_b": float(self.n_zero_b),
             "n_pruned": float(self.n_pruned),
@@ -304,4 +379,15 @@ class Forensics:
                                                     self.n_rounded[name]))
         out.update(self._quant())
         out.update(self.spectrum)
+        # A's side (direction): only where it says something beyond B's
+        out["unit_roundoff_a"] = self.unit_roundoff_a
+        out.update(ForensicCounters.cast_fields_a(self.on_grid_a["float16"] and bool(self.numel),
+                                                  self.on_grid_a["bfloat16"] and bool(self.numel),
+                                                  self.n_rounded_a["float16"], self.n_rounded_a["bfloat16"]))
+        if self.zeros_a_seen:
+            out["n_zero_a"] = float(self.n_zero_a)
+            out["n_pruned_a"] = float(self.n_pruned_a)
+            out["rms_b_pruned_a"] = math.sqrt(self.sum_b2_pruned_a / self.n_pruned_a) if self.n_pruned_a else 0.0
+        if self.prune is not None:
+            out.update(self.prune.values())
         return out

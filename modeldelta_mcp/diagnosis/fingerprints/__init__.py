@@ -57,26 +57,18 @@ DETECTORS: dict[str, Detector] = {
     "oq_ratio": detect_oq_ratio,
 }
 
-# When B is A under a whole-model transform (or not A at all), the delta is that transform's footprint:
-# its rounding or grid noise is not a training method, and a quantizer's zero level zeroes A's smallest
-# entries by design (that is not pruning). These codes are then not reported.
+# Whole-model transforms: B is A under them (or not A at all). Their footprint (rounding or grid noise, a
+# quantizer's zero level) is no training method: diagnosis/recipe.py peels them off before reading the
+# training fingerprints of what remains.
 TRANSFORMS = ("identical", "unrelated_models", "precision_change", "quantization_roundtrip")
-EXPLAINED_BY_TRANSFORM = {"noise_injection", "lora_merge", "full_finetune", "sparse_delta", "frozen_modules",
-                          "bias_only", "layer_copy", "pruning"}
 
 
 def detect_all(mods: list[ModuleDelta], adapter: AdapterFacts | None = None,
                quantization: list[QuantGroup] | None = None) -> list[Finding]:
-    """Every fingerprint that holds, in precedence order (oq_ratio last)."""
-    ctx = Context(mods, adapter, list(quantization or []))
-    found: dict[str, Finding] = {}
-    for code, detect in DETECTORS.items():
-        f = detect(ctx)
-        if f is not None:
-            found[code] = f
-    if any(code in found for code in TRANSFORMS):
-        found = {c: f for c, f in found.items() if c not in EXPLAINED_BY_TRANSFORM}
-    return list(found.values())
+    """The method findings of the derivation of B from A (diagnosis/recipe.py), in precedence order."""
+    from modeldelta_mcp.diagnosis.recipe import derive  # recipe composes the detectors defined here
+
+    return derive(mods, adapter, quantization).findings
 
 
 def primary_method(findings: list[Finding]) -> str:
@@ -88,4 +80,4 @@ def primary_method(findings: list[Finding]) -> str:
     return "full_finetune"
 
 
-__all__ = ["DETECTORS", "PRECEDENCE", "detect_all", "primary_method"]
+__all__ = ["DETECTORS", "PRECEDENCE", "TRANSFORMS", "detect_all", "primary_method"]

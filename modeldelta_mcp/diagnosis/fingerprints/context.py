@@ -6,9 +6,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from modeldelta_mcp.diagnosis import marchenko_pastur
 from modeldelta_mcp.facts import AdapterFacts
 from modeldelta_mcp.models import Finding, ModuleDelta, QuantGroup
-from modeldelta_mcp.numerics import RANK_FLOOR_MARGIN
+from modeldelta_mcp.numerics import DECILES, RANK_FLOOR_MARGIN, UNIT_ROUNDOFF
 
 ATTN_ROLES = frozenset({"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv"})
 MLP_ROLES = frozenset({"mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up", "router"})
@@ -18,6 +19,14 @@ VOCAB_ROLES = frozenset({"embed", "head", "pos_embed"})
 # below the dimension (at r >= min(m, n)/2 a factorised update saves nothing), and a trained dense
 # update is numerically full rank. The same line splits lora_merge from full_finetune.
 LOW_RANK_MAX_FRACTION = 0.5
+# B on a grid at least this coarse (fp16, bf16) carries rounding noise that can hide a low-rank update:
+# its rank is read against the noise's measured edge (rank_above_rounding_bulk).
+HALF_PRECISION_U = UNIT_ROUNDOFF["float16"]
+# The same tolerances as the noise_injection test (spectral.py): bulk deciles within 0.02 + 2/p of MP,
+# outliers above edge·(1 + 2·p^(-2/3)).
+BULK_QUANTILE_FLOOR = 0.02
+BULK_QUANTILE_SLACK = 2.0
+BULK_EDGE_SLACK = 2.0
 
 
 def shape2d(m: ModuleDelta) -> tuple[int, int]:
@@ -54,6 +63,10 @@ def nnz(m: ModuleDelta) -> int:
 def numerical_rank(m: ModuleDelta) -> int | None:
     """Rank of Δ above the rounding floor of B's storage grid; None when it cannot be told."""
     f = m.forensics
+    if f.unit_roundoff_b is not None and f.unit_roundoff_b >= HALF_PRECISION_U:
+        r = rank_above_rounding_bulk(m)
+        if r is not None:
+            return r
     if f.sv_rank is not None:
         return int(f.sv_rank)
     top = m.top_singular_values or []
@@ -65,6 +78,38 @@ def numerical_rank(m: ModuleDelta) -> int | None:
     floor = RANK_FLOOR_MARGIN * f.unit_roundoff_b * rms_b * (math.sqrt(rows) + math.sqrt(cols))
     above = sum(1 for s in top if s > floor)
     return above if above < len(top) else None  # every top-k σ is signal: the rank is only >= k
+
+
+def rank_above_rounding_bulk(m: ModuleDelta) -> int | None:
+    """Rank of Δ = low rank + the rounding noise of a half-precision B, read against the noise's own edge.
+
+    The fixed floor (2·u·rms(B)·(√m + √n)) bounds rounding noise from above and can hide a small update
+    saved in bf16/fp16. Here the noise level τ is measured from the bulk of σ (its deciles against the
+    Marchenko–Pastur law; r ≪ min(m, n) outliers barely move them), must match the bulk's MP shape and be
+    no larger than rounding can make it (u·RMS(B)), and the rank is the number of σ above the MP edge plus
+    its Tracy–Widom slack. None when that does not apply (no exact spectrum, a bulk that is not rounding
+    noise, or every top-k σ above the edge)."""
+    deciles = m.forensics.deciles()
+    top = m.top_singular_values or []
+    if deciles is None or not top:
+        return None
+    rows, cols = shape2d(m)
+    p = min(rows, cols)
+    edge1 = marchenko_pastur.edge(rows, cols, 1.0)
+    theory = marchenko_pastur.sigma_quantiles(rows, cols, DECILES)
+    taus = sorted(d / (t * edge1) for d, t in zip(deciles, theory, strict=True) if t > 0)
+    if not taus:
+        return None
+    tau = taus[len(taus) // 2]
+    if tau <= 0:  # most σ exactly zero: an exact low rank, the fixed floor reads it
+        return None
+    err = max(abs(d / (tau * edge1) - t) for d, t in zip(deciles, theory, strict=True))
+    rms_b = (m.forensics.norm_b or 0.0) / math.sqrt(max(1, rows * cols))
+    if err > BULK_QUANTILE_FLOOR + BULK_QUANTILE_SLACK / p or tau > (m.forensics.unit_roundoff_b or 0.0) * rms_b:
+        return None
+    edge = tau * edge1 * (1 + BULK_EDGE_SLACK * p ** (-2 / 3))
+    above = sum(1 for s in top if s > edge)
+    return above if above < len(top) else None
 
 
 def is_low_rank(m: ModuleDelta) -> bool | None:

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
-from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, is_matrix, nnz, numel, sorted_roles
+from modeldelta_mcp.diagnosis.fingerprints.context import (
+    ATTN_ROLES,
+    Context,
+    finding,
+    is_matrix,
+    nnz,
+    numel,
+    shape2d,
+    sorted_roles,
+)
 from modeldelta_mcp.models import Finding, ModuleDelta
 
 # Trained float weights are exactly zero only by design; a cast's underflow zeroes a vanishing share.
@@ -14,6 +24,13 @@ PRUNE_TENSOR_MIN_FRACTION = 0.01
 # standard error of ~1/sqrt(2k) (k zeroed entries, Gaussian-like weights); magnitude pruning must
 # sit this many standard errors below it.
 PRUNE_MAGNITUDE_Z = 5.0
+# N:M pruning leaves at least N zeros in every group of M along the input dim; magnitude pruning at
+# 50% does so in ~69% of groups of 4 (i.i.d. zeros), so nearly all groups mark the semi-structured kind.
+NM_MIN_SHARE = 0.99
+# Structured pruning: nearly all new zeros lie in whole zero rows (or columns).
+STRUCTURED_MIN_SHARE = 0.9
+# Attention heads are runs of head_dim >= 8 rows (q/k/v) or columns (o).
+HEAD_MIN_RUN = 8
 # "Most delta entries exactly zero": at most half the entries of the changed tensors moved.
 SPARSE_MAX_DENSITY = 0.5
 # The changes are not zeroings of weights (that is pruning) when fewer than half are.
@@ -24,8 +41,29 @@ def _pruned(m: ModuleDelta) -> float:
     return m.forensics.n_pruned or 0.0
 
 
-def detect_pruning(ctx: Context) -> Finding | None:
-    pruned = [m for m in ctx.changed if _pruned(m) >= PRUNE_TENSOR_MIN_FRACTION * max(1.0, numel(m))]
+def pruning_pattern(m: ModuleDelta) -> str:
+    """Where a tensor's new zeros sit: N:M groups along the input dim, whole rows/columns/heads, or none."""
+    f, k = m.forensics, _pruned(m)
+    rows, cols = shape2d(m)
+    if k <= 0:
+        return "unstructured"
+    if (f.nm_2_4_share or 0.0) >= NM_MIN_SHARE:
+        return "2:4"
+    if (f.nm_4_8_share or 0.0) >= NM_MIN_SHARE:
+        return "4:8"
+    for axis, count, runs, length in (("rows", f.zero_rows_b, f.zero_row_runs, cols),
+                                      ("columns", f.zero_cols_b, f.zero_col_runs, rows)):
+        if count and count * length >= STRUCTURED_MIN_SHARE * k:
+            if m.role in ATTN_ROLES and runs and count / runs >= HEAD_MIN_RUN:
+                return "heads"
+            return axis
+    return "unstructured"
+
+
+def detect_pruning(ctx: Context, exclude: frozenset[str] = frozenset()) -> Finding | None:
+    """`exclude`: tensors whose zeros another step explains (a quantizer's zero level)."""
+    pruned = [m for m in ctx.changed if m.name not in exclude
+              and _pruned(m) >= PRUNE_TENSOR_MIN_FRACTION * max(1.0, numel(m))]
     if not pruned:
         return None
     k = sum(_pruned(m) for m in pruned)
@@ -35,14 +73,26 @@ def detect_pruning(ctx: Context) -> Finding | None:
     ms_all = sum((m.forensics.norm_a or 0.0) ** 2 for m in pruned) / entries
     ratio = math.sqrt(ms_pruned / ms_all) if ms_all > 0 else 1.0
     limit = 1.0 - PRUNE_MAGNITUDE_Z / math.sqrt(2 * k)
-    if ratio >= limit:
+    by_entries: Counter[str] = Counter()
+    tensors: Counter[str] = Counter()
+    for m in pruned:
+        pat = pruning_pattern(m)
+        by_entries[pat] += int(_pruned(m))
+        tensors[pat] += 1
+    pattern = by_entries.most_common(1)[0][0]
+    # trained weights never zero whole rows or N:M groups by chance: a structure is evidence by itself
+    if ratio >= limit and pattern == "unstructured":
         return None
+    what = {"unstructured": "Magnitude pruning", "2:4": "2:4 semi-structured pruning",
+            "4:8": "4:8 semi-structured pruning", "rows": "Structured pruning (rows)",
+            "columns": "Structured pruning (columns)", "heads": "Structured pruning (attention heads)"}[pattern]
     return finding(
-        "pruning", "notable", "Magnitude pruning",
-        f"{fraction:.1%} of the entries of {len(pruned)} tensors were set to exactly zero in B, and the zeroed "
-        f"entries were A's small ones (their RMS is {ratio:.2f}× the tensors' RMS; a random choice gives 1.00).",
+        "pruning", "notable", what,
+        f"{fraction:.1%} of the entries of {len(pruned)} tensors were set to exactly zero in B ({pattern}), and the "
+        f"zeroed entries were A's small ones (their RMS is {ratio:.2f}× the tensors' RMS; a random choice gives 1.00).",
         {"fraction": fraction, "n_zeroed": int(k), "n_tensors": len(pruned), "magnitude_ratio": ratio,
-         "roles": sorted_roles(pruned)},
+         "roles": sorted_roles(pruned), "pattern": pattern, "patterns": dict(tensors),
+         "tensors": [m.name for m in pruned]},
         metric_value=fraction,
     )
 

@@ -6,6 +6,9 @@ import math
 
 from modeldelta_mcp.diagnosis import marchenko_pastur
 from modeldelta_mcp.diagnosis.fingerprints.context import (
+    BULK_EDGE_SLACK,
+    BULK_QUANTILE_FLOOR,
+    BULK_QUANTILE_SLACK,
     VOCAB_ROLES,
     Context,
     family,
@@ -22,11 +25,11 @@ from modeldelta_mcp.numerics import DECILES
 
 # Bulk quantiles of an i.i.d. matrix match the MP law up to O(1/p) (eigenvalue spacing, p = min side):
 # measured 0.028 at p = 32 and 0.005 at p = 384 (relative to the edge); allowed: 0.02 + 2/p.
-MP_QUANTILE_FLOOR = 0.02
-MP_QUANTILE_SLACK = 2.0
+MP_QUANTILE_FLOOR = BULK_QUANTILE_FLOOR
+MP_QUANTILE_SLACK = BULK_QUANTILE_SLACK
 # The top σ of an i.i.d. matrix exceeds the MP edge only by Tracy–Widom fluctuations, O(p^(-2/3));
 # learned structure puts outliers well above it. Allowed: edge·(1 + 2·p^(-2/3)).
-MP_EDGE_SLACK = 2.0
+MP_EDGE_SLACK = BULK_EDGE_SLACK
 # Noise moves entries; when half the changes or more set weights to zero, the delta is a zeroing.
 NOISE_MAX_ZEROED_SHARE = 0.5
 # A trained dense update moves (nearly) every entry; masks and drops leave most unchanged.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+from dataclasses import dataclass
 
 from modeldelta_mcp.diagnosis.fingerprints.context import (
     Context,
@@ -11,7 +13,7 @@ from modeldelta_mcp.diagnosis.fingerprints.context import (
     sorted_roles,
 )
 from modeldelta_mcp.models import Finding, ModuleDelta
-from modeldelta_mcp.numerics import CAST_FORMATS, QUANT_GRANULARITIES, QUANT_MAX_BITS
+from modeldelta_mcp.numerics import CAST_FORMATS
 
 # Permutation null of cos(vec A, vec B): shuffling B's entries gives cosines with the mean and spread
 # below; |z| beyond this many null standard deviations happens by chance with p < 6e-7 per tensor.
@@ -19,9 +21,9 @@ UNRELATED_Z = 5.0
 # "B is not derived from A": most of the weights (by parameters) sit inside the null. A derived model
 # keeps nearly every tensor far outside it (z of hundreds); re-initialised parts stay a minority.
 UNRELATED_MIN_FRACTION = 0.5
-# A codebook (NF4-like) shows at most 2^k distinct values in a group; with at least this many entries
-# per level a continuous distribution would have shown (nearly) every entry as distinct.
-CODEBOOK_ENTRIES_PER_LEVEL = 4
+# `scheme` (the evidence key of the first version) for each number format.
+SCHEMES = {"int_symmetric": "uniform", "int_asymmetric": "uniform", "nf4": "codebook", "fp4": "codebook",
+           "fp8_e4m3": "float", "fp8_e5m2": "float"}
 
 
 def detect_identical(ctx: Context) -> Finding | None:
@@ -99,49 +101,116 @@ def detect_precision_change(ctx: Context) -> Finding | None:
     return None
 
 
-def quant_grid(m: ModuleDelta) -> dict | None:
-    """How B's sampled rows sit on a quantizer's grid: the coarsest granularity whose groups all lie on a
-    uniform <= 8-bit grid; else the codebook (NF4-like) with the fewest levels, coarsest on a tie (the
-    union of several groups' codebooks at a coarser granularity has more levels)."""
-    tests = [(g, q) for g in QUANT_GRANULARITIES if (q := m.forensics.quant(g)) is not None and q.n > 0]
-    for label, q in tests:
-        bits = int(q.bits)
-        if q.grid == q.n and 0 < bits <= QUANT_MAX_BITS:
-            return {"granularity": label, "bits": bits, "group_size": int(q.size), "scheme": "uniform"}
-    best: dict | None = None
-    for label, q in tests:
-        levels, size = int(q.levels), int(q.size)
-        if levels < 2 or levels * CODEBOOK_ENTRIES_PER_LEVEL > size:
-            continue
-        bits = math.ceil(math.log2(levels))
-        if bits <= QUANT_MAX_BITS and (best is None or bits < best["bits"]):
-            best = {"granularity": label, "bits": bits, "group_size": size, "scheme": "codebook"}
-    return best
+def is_cast(m: ModuleDelta, fmt: str) -> bool:
+    """B's tensor is A's rounded to the format (every entry on its grid, every change a one-ULP rounding)."""
+    return _cast_holds(m, fmt)
+
+
+def storage_format(mods: list[ModuleDelta]) -> str:
+    """The coarsest float grid holding every entry of these B tensors: how they were stored."""
+    for fmt in ("bfloat16", "float16"):
+        if mods and all(m.forensics.cast(fmt)[0] for m in mods):
+            return fmt
+    return "float32"
+
+
+@dataclass
+class QuantizationStep:
+    finding: Finding
+    quantized: list[ModuleDelta]
+    cast: list[ModuleDelta]  # left unquantized, rounded to the storing format
+    other: list[ModuleDelta]  # changed otherwise (training before the quantization)
+
+
+def quantization_step(ctx: Context) -> QuantizationStep | None:
+    """B's matrices on a quantizer's grid (QuantGrid of each changed matrix's sampled rows).
+
+    Holds when most changed matrices are quantized. Tensors the quantizer left alone (embeddings, norms,
+    biases) are either unchanged, or rounded to the float format the model was stored in (part of the
+    same step), or changed otherwise: then a training step came first."""
+    quantized = [m for m in ctx.changed_matrices if m.forensics.quant_b is not None]
+    if not quantized or 2 * len(quantized) < len(ctx.changed_matrices):
+        return None
+    fmt = storage_format(quantized)
+    rest = [m for m in ctx.changed if m.forensics.quant_b is None]
+    cast = [m for m in rest if fmt != "float32" and is_cast(m, fmt)]
+    other = [m for m in rest if m not in cast]
+    grids = [m.forensics.quant_b for m in quantized if m.forensics.quant_b is not None]
+    formats = Counter(g.number_format for g in grids)
+    number_format = formats.most_common(1)[0][0]
+    main = [g for g in grids if g.number_format == number_format]
+    grans = Counter((g.granularity, g.group_size) for g in main)
+    (granularity, group), _ = grans.most_common(1)[0]
+    bits = max(g.bits for g in main)
+    scheme = SCHEMES[number_format]
+    kept = len(ctx.mods) - len(quantized)
+    where = {"per_tensor": "per tensor", "per_row": "per output channel (row)", "per_column": "per input column",
+             "per_group": f"per group of {group} inputs", "per_block": f"per absmax block of {group}"}[granularity]
+    name = {"int_symmetric": f"int{bits} symmetric", "int_asymmetric": f"int{bits} with zero points",
+            "nf4": "NF4", "fp4": "FP4", "fp8_e4m3": "FP8 e4m3", "fp8_e5m2": "FP8 e5m2"}[number_format]
+    finding_ = finding(
+        "quantization_roundtrip", "notable", f"Quantize/dequantize round trip ({name}, {where})",
+        f"The sampled rows of {len(quantized)} of {len(ctx.changed_matrices)} changed matrices lie on a {name} grid "
+        f"{where}, within the rounding of the {fmt} values they were stored as: B was quantized and dequantized "
+        f"(or exported from a quantized model). {kept} tensors were not quantized"
+        + (f" ({len(cast)} of them only rounded to {fmt})" if cast else "") + ".",
+        {"bits": bits, "scheme": scheme, "number_format": number_format,
+         "granularity": granularity, "group_size": group, "n_tensors": len(quantized), "n_tensors_kept": kept,
+         "stored_format": fmt, "roles": sorted_roles(quantized), "tensors": [m.name for m in quantized],
+         "formats": dict(formats), "min_evidence_bits": min(g.evidence_bits for g in grids)},
+        metric_value=bits,
+    )
+    return QuantizationStep(finding_, quantized, cast, other)
 
 
 def detect_quantization(ctx: Context) -> Finding | None:
-    tested = [m for m in ctx.changed_matrices if any((q := m.forensics.quant(g)) is not None and q.n > 0
-                                                     for g in QUANT_GRANULARITIES)]
-    if not tested or len(tested) < len(ctx.changed_matrices):
+    step = quantization_step(ctx)
+    return step.finding if step is not None and not step.other else None
+
+
+@dataclass
+class CastStep:
+    finding: Finding
+    cast: list[ModuleDelta]  # only rounded
+    other: list[ModuleDelta]  # changed otherwise first (training), then rounded
+
+
+def cast_step(ctx: Context) -> CastStep | None:
+    """B stored in a half-precision format that A was not in: a cast after whatever else changed B.
+
+    Every changed tensor of B lies on the format's grid; the tensors whose every change is a one-ULP
+    rounding of A were only cast, the others were changed first (their A must have been off the grid:
+    training done in the format itself is no cast). Coarsest format first (bf16 values may all be fp16
+    values too)."""
+    if not ctx.changed:
         return None
-    grids = [quant_grid(m) for m in tested]
-    if any(g is None for g in grids):
+    for fmt in ("bfloat16", "float16"):
+        if not all(m.forensics.cast(fmt)[0] for m in ctx.changed):
+            continue
+        cast = [m for m in ctx.changed if _cast_holds(m, fmt)]
+        other = [m for m in ctx.changed if m not in cast]
+        a_off = [m for m in ctx.changed if _a_on_grid(m, fmt) is False]
+        if not cast and not a_off:
+            continue  # nothing shows that A had more precision
+        if other and not all(_a_on_grid(m, fmt) is False for m in other):
+            continue
+        stored = sorted({m.dtype_b for m in ctx.changed})
+        kept = len(ctx.mods) - len(ctx.changed)
+        f = finding(
+            "precision_change", "notable", f"Cast to {fmt}",
+            f"Every changed tensor of B lies on the {fmt} grid while A did not"
+            + (f"; {len(cast)} tensors changed only by rounding to it" if cast else "")
+            + (f", {len(other)} changed before the cast" if other else "") + f"; {kept} tensors kept their values.",
+            {"format": fmt, "stored_dtypes": stored, "n_tensors_cast": len(ctx.changed), "n_tensors_kept": kept,
+             "n_tensors_only_cast": len(cast), "max_relative_change": max(m.frob_norm_relative for m in ctx.changed)},
+            metric_value=fmt,
+        )
+        return CastStep(f, cast, other)
+    return None
+
+
+def _a_on_grid(m: ModuleDelta, fmt: str) -> bool | None:
+    value = m.forensics.a_on_bfloat16_grid if fmt == "bfloat16" else m.forensics.a_on_float16_grid
+    if value is None:
         return None
-    bits = max(g["bits"] for g in grids if g)
-    labels = [g["granularity"] for g in grids if g]
-    label = max(set(labels), key=labels.count)
-    per_row = label == "row"
-    group = None if per_row else int(label[1:])
-    schemes = sorted({g["scheme"] for g in grids if g})
-    kept = len(ctx.mods) - len(ctx.changed)
-    where = "per row (output channel)" if per_row else f"per group of {group}"
-    return finding(
-        "quantization_roundtrip", "notable", f"{bits}-bit quantize/dequantize round trip",
-        f"The sampled rows of all {len(tested)} changed matrices lie on a {bits}-bit "
-        f"{'uniform grid' if schemes == ['uniform'] else 'codebook'} {where}: B was quantized and "
-        f"dequantized (or exported from a quantized model). {kept} tensors were left unquantized.",
-        {"bits": bits, "granularity": "per_row" if per_row else "per_group", "group_size": group,
-         "scheme": schemes[0] if len(schemes) == 1 else schemes, "n_tensors": len(tested), "n_tensors_kept": kept,
-         "roles": sorted_roles(tested)},
-        metric_value=bits,
-    )
+    return value == 1.0 or m.dtype_a == fmt
