@@ -10,7 +10,6 @@ from modeldelta_mcp.models import (
     ComparisonReport,
     Counts,
     DiagnosisAnswer,
-    Diagnostics,
     Finding,
     ForensicCounters,
     InspectAnswer,
@@ -89,8 +88,7 @@ def summary(report: ComparisonReport) -> CompareSummary:
     for trim in (_trim_evidence, _drop_evidence):
         if len(answer.model_dump_json()) <= SUMMARY_BUDGET_BYTES:
             break
-        answer.diagnostics = Diagnostics(profile_tag=d.profile_tag, method=d.method, summary=d.summary,
-                                         findings=trim(d.findings))
+        answer.diagnostics = d.model_copy(update={"findings": trim(d.findings)})  # recipe, direction kept
     return answer
 
 

@@ -160,8 +160,8 @@ class ForensicCounters(_Model):
     sv_q80: Counter = _counter("80th percentile of the singular values of Δ.")
     sv_q90: Counter = _counter("90th percentile of the singular values of Δ.")
     sv_cliff: Counter = _counter("σ_r / σ_(r+1) at the numerical rank r.")
-    quant_b: QuantGrid | None = Field(None, description="Quantizer grid of B's sampled rows, if any.")
-    quant_a: QuantGrid | None = Field(None, description="Quantizer grid of A's sampled rows, if any.")
+    quant_b: QuantGrid | None = Field(default=None, description="Quantizer grid of B's sampled rows, if any.")
+    quant_a: QuantGrid | None = Field(default=None, description="Quantizer grid of A's sampled rows, if any.")
     unit_roundoff_a: Counter = _counter("u of the coarsest float grid holding all of A.")
     a_on_float16_grid: Counter = _counter("1 when every entry of A is exactly representable in float16.")
     n_rounded_float16_a: Counter = _counter(
@@ -178,6 +178,8 @@ class ForensicCounters(_Model):
     zero_row_runs: Counter = _counter("Maximal runs of consecutive such rows.")
     zero_cols_b: Counter = _counter("Columns entirely zero in B (tensors with new zeros).")
     zero_col_runs: Counter = _counter("Maximal runs of consecutive zero columns.")
+    masked_rank: Counter = _counter(
+        "Rank of B - A on the entries B kept, in the sampled rows (tensors pruned after another change).")
 
     @model_serializer(mode="wrap")
     def _measured_only(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -216,8 +218,9 @@ class ForensicCounters(_Model):
         """The counters read with A and B exchanged (how A would look as derived from B); counters kept for
         B only (the legacy grid test, zero patterns) are dropped."""
         if self.a_on_float16_grid is None:
-            return ForensicCounters(numel=self.numel, n_zero_delta=self.n_zero_delta,
-                                    max_abs_delta=self.max_abs_delta, norm_a=self.norm_b, norm_b=self.norm_a)
+            return ForensicCounters.model_validate(dict(
+                numel=self.numel, n_zero_delta=self.n_zero_delta, max_abs_delta=self.max_abs_delta,
+                norm_a=self.norm_b, norm_b=self.norm_a))
         keep = {k: getattr(self, k) for k in (
             "numel", "n_zero_delta", "max_abs_delta", "n_nonzero_delta", "active_rows", "active_entries",
             "zero_pairs_active", "pairs_active", "sv_floor", "sv_rank", "sv_min", *DECILE_KEYS, "sv_cliff")}
@@ -231,7 +234,7 @@ class ForensicCounters(_Model):
             a_on_bfloat16_grid=self.b_on_bfloat16_grid, n_rounded_float16=self.n_rounded_float16_a,
             n_rounded_float16_a=self.n_rounded_float16, n_rounded_bfloat16=self.n_rounded_bfloat16_a,
             n_rounded_bfloat16_a=self.n_rounded_bfloat16, quant_b=self.quant_a, quant_a=self.quant_b)
-        return ForensicCounters(**keep, **swapped)
+        return ForensicCounters.model_validate({**keep, **swapped})
 
 
 class ModuleDelta(_Model):
@@ -328,7 +331,7 @@ class Diagnostics(_Model):
     recipe: list[str] = Field(default_factory=list, description=(
         "Ordered steps of the derivation, each a method code (training, then pruning, then the storing cast or "
         "quantization), e.g. [\"full_finetune\", \"precision_change\"]; one step for a single method."))
-    direction: Direction = Field("unknown", description=(
+    direction: Direction = Field(default="unknown", description=(
         "b_from_a | a_from_b | unknown: which side was derived. Lossy steps, adapters and vocabulary growth show "
         "it; with a_from_b, method, recipe and evidence describe how A was made from B."))
 

@@ -23,3 +23,19 @@ def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "modeldelta-cache"
     monkeypatch.setenv("MODELDELTA_CACHE_DIR", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def bert_cases(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> dict:
+    """The forensic corpus on MiniLM (tests/_forensics_corpus.py), built once per session."""
+    from _forensics_corpus import build_bert
+
+    return build_bert(tmp_path_factory.mktemp("forensics-bert"), minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def qwen_cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The forensic corpus on the tiny Qwen2 model, built once per session."""
+    from _forensics_corpus import build_qwen
+
+    return build_qwen(tmp_path_factory.mktemp("forensics-qwen"))

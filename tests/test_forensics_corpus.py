@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from _forensics_corpus import BERT_CASE_NAMES, QWEN_CASE_NAMES, Approx, Case, build_bert, build_qwen
+from _forensics_corpus import BERT_CASE_NAMES, QWEN_CASE_NAMES, Approx, Case
 from safetensors.torch import load_file
 
 from modeldelta_mcp.compare import compare, resolve_pair
@@ -26,17 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 _REPORTS: dict[tuple[str, str], ComparisonReport] = {}
 
 
-@pytest.fixture(scope="session")
-def bert_cases(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> dict[str, Case]:
-    return build_bert(tmp_path_factory.mktemp("forensics-bert"), minilm_dir)
-
-
-@pytest.fixture(scope="session")
-def qwen_cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
-    return build_qwen(tmp_path_factory.mktemp("forensics-qwen"))
-
-
 def report_of(case: Case) -> ComparisonReport:
+    """One comparison per pair and session (the v2 corpus reads these too)."""
     key = (str(case.a), str(case.b))
     if key not in _REPORTS:
         _REPORTS[key] = compare(resolve_pair(*key), EngineOptions())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeldelta_mcp.diagnosis.fingerprints import DETECTORS, PRECEDENCE, TRANSFORMS
-from modeldelta_mcp.diagnosis.fingerprints.context import Context
+from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, nnz, numel
 from modeldelta_mcp.diagnosis.fingerprints.declared_quant import detect_declared_quantization
 from modeldelta_mcp.diagnosis.fingerprints.sparsity import detect_pruning
 from modeldelta_mcp.diagnosis.fingerprints.transforms import cast_step, quantization_step
@@ -110,7 +110,9 @@ def derive(mods: list[ModuleDelta], adapter: AdapterFacts | None = None,
         first = next(c for c in PRECEDENCE if c in training)
         recipe.insert(0, first)
     elif rest.changed and steps_after:
-        recipe.insert(0, "full_finetune")  # changed beyond the later steps, no fingerprint matched
+        # changed beyond the later steps (norms, embeddings next to quantized matrices), no fingerprint matched
+        training["full_finetune"] = _changed_beyond(rest.changed, steps_after)
+        recipe.insert(0, "full_finetune")
     if not recipe:
         recipe = ["full_finetune"]
     found.update(training)
@@ -118,6 +120,17 @@ def derive(mods: list[ModuleDelta], adapter: AdapterFacts | None = None,
     if oq is not None:
         found["oq_ratio"] = oq
     return Derivation(recipe, _ordered(found), any(s in LOSSY for s in recipe))
+
+
+def _changed_beyond(changed: list[ModuleDelta], steps: list[str]) -> Finding:
+    roles = sorted({m.role for m in changed})
+    return finding(
+        "full_finetune", "info", "Trained before " + " and ".join(steps),
+        f"{len(changed)} tensors ({', '.join(roles)}) changed in ways {' and '.join(steps)} do not explain (no "
+        "training fingerprint can be read on them alone): B was trained from A first.",
+        {"n_tensors": len(changed), "roles": roles, "tensors": [m.name for m in changed][:50],
+         "density": sum(nnz(m) for m in changed) / max(1.0, sum(numel(m) for m in changed)), "later_steps": steps},
+        metric_value=len(changed))
 
 
 def mirrored(m: ModuleDelta) -> ModuleDelta:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from modeldelta_mcp.engine.masked_rank import masked_rank
 from modeldelta_mcp.engine.quant_fit import GridFit, UniformResult, fit_quantizer
 from modeldelta_mcp.models import ForensicCounters, QuantCounts, QuantGrid
 from modeldelta_mcp.numerics import (
@@ -113,7 +114,7 @@ class _PrunePattern:
         if whole_rows:
             full = np.flatnonzero(b_zero.all(axis=1) & pruned.any(axis=1))
             self.zero_rows.extend(int(r) + self.row for r in full)
-            cz = b_zero.all(axis=0)
+            cz: np.ndarray = np.asarray(b_zero.all(axis=0))
             self.col_zero = cz if self.col_zero is None else self.col_zero & cz
         else:
             self.cols_valid = False
@@ -149,8 +150,7 @@ def _grid_counts(fit: GridFit | None, value_range: list[float] | None) -> QuantG
     bits = fit.bits
     if fit.step and value_range is not None:  # one step for the whole tensor: its range sets the levels
         lo, hi = value_range
-        levels = (hi - lo) / fit.step if fit.number_format == "int_asymmetric" else 2 * max(-lo, hi) / fit.step
-        bits = max(bits, math.ceil(math.log2(round(levels) + 1)))
+        bits = max(bits, math.ceil(math.log2(round((hi - lo) / fit.step) + 1)))
     return QuantGrid(number_format=fit.number_format, granularity=fit.granularity, group_size=fit.group_size,
                      bits=bits, n_groups=fit.n_groups, evidence_bits=round(fit.evidence_bits, 1),
                      misses=fit.misses, levels=fit.levels)
@@ -390,4 +390,16 @@ class Forensics:
             out["rms_b_pruned_a"] = math.sqrt(self.sum_b2_pruned_a / self.n_pruned_a) if self.n_pruned_a else 0.0
         if self.prune is not None:
             out.update(self.prune.values())
+            rank = self._masked_rank()
+            if rank is not None:
+                out["masked_rank"] = float(rank)
         return out
+
+    def _masked_rank(self) -> int | None:
+        """Rank of the update on the entries pruning kept (flag: new zeros plus changes beyond them)."""
+        if self.n_nonzero_delta <= self.n_pruned or not self.sample or not self.sampled:
+            return None
+        b = torch.cat(self.sample).double().numpy()
+        a = torch.cat(self.sample_a).double().numpy()
+        rms_b = float(np.sqrt((b * b).mean()))
+        return masked_rank(b - a, b != 0, self.unit_roundoff, rms_b)

@@ -45,6 +45,9 @@ MAX_MISS_SHARE = 0.002
 # Sub-multiples of the smallest well-resolved gap tried as the step: with fewer samples than levels two
 # adjacent levels may never both occur, so the smallest gap can be 2..8 steps.
 MAX_SUBSTEP = 8
+# Least-squares refits of the step: the first uses the levels the gap's step resolves, the next ones the
+# levels the refined step resolves (further from the anchor).
+REFITS = 3
 # A difference is "well resolved" when its rounding bound is below this share of it.
 RESOLVED_SHARE = 0.05
 # Rows narrower than this carry too few values to tell a grid from chance (engine/forensics.py).
@@ -174,10 +177,12 @@ def _uniform(g: np.ndarray, unit: float, float_offset: bool) -> tuple[_Verdict, 
         s = s0 / j
         k = np.rint(d / s)
         tol = err / s + np.abs(k) * rel_s0
-        kk = np.where((tol < TOL_CAP) & (k != 0), k, 0.0)
-        den = (kk * kk).sum(axis=1, keepdims=True)
-        s_fit = np.where(den > 0, (kk * d).sum(axis=1, keepdims=True) / np.maximum(den, 1.0), s)
-        tol, k = _uniform_tol(d, err, s_fit, unit)
+        s_fit = s
+        for _ in range(REFITS):  # each refit resolves levels further from the anchor
+            kk = np.where((tol < TOL_CAP) & (k != 0), k, 0.0)
+            den = (kk * kk).sum(axis=1, keepdims=True)
+            s_fit = np.where(den > 0, (kk * d).sum(axis=1, keepdims=True) / np.maximum(den, 1.0), s_fit)
+            tol, k = _uniform_tol(d, err, s_fit, unit)
         v = _judge(d / s_fit - k, tol, d == 0)
         narrow = (k.max(axis=1) - k.min(axis=1)) <= (1 << QUANT_MAX_BITS) - 1
         new = v.groups_ok & narrow & ~done

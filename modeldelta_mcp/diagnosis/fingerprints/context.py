@@ -63,6 +63,8 @@ def nnz(m: ModuleDelta) -> int:
 def numerical_rank(m: ModuleDelta) -> int | None:
     """Rank of Δ above the rounding floor of B's storage grid; None when it cannot be told."""
     f = m.forensics
+    if f.masked_rank is not None:  # pruned after the update: the rank on the kept entries
+        return int(f.masked_rank)
     if f.unit_roundoff_b is not None and f.unit_roundoff_b >= HALF_PRECISION_U:
         r = rank_above_rounding_bulk(m)
         if r is not None:
