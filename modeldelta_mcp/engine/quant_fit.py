@@ -173,23 +173,14 @@ def _uniform(g: np.ndarray, unit: float, float_offset: bool) -> tuple[_Verdict, 
     rel_s0 = np.take_along_axis(gap_err, i0, axis=1) / s0  # relative uncertainty of s0
     done = ~has_step
     step = s0.copy()
-    for j in range(1, MAX_SUBSTEP + 1):
-        s = s0 / j
-        k = np.rint(d / s)
-        tol = err / s + np.abs(k) * rel_s0
-        s_fit = s
-        for _ in range(REFITS):  # each refit resolves levels further from the anchor
-            kk = np.where((tol < TOL_CAP) & (k != 0), k, 0.0)
-            den = (kk * kk).sum(axis=1, keepdims=True)
-            s_fit = np.where(den > 0, (kk * d).sum(axis=1, keepdims=True) / np.maximum(den, 1.0), s_fit)
-            tol, k = _uniform_tol(d, err, s_fit, unit)
-        v = _judge(d / s_fit - k, tol, d == 0)
-        narrow = (k.max(axis=1) - k.min(axis=1)) <= (1 << QUANT_MAX_BITS) - 1
-        new = v.groups_ok & narrow & ~done
-        step[new] = s_fit[new]
-        done |= new
-        if bool(done.all()):
+    # the gap's own step first (real grids: nearly always), then its sub-multiples, all at once
+    for js in ((1,), tuple(range(2, MAX_SUBSTEP + 1))):
+        todo = np.flatnonzero(~done)
+        if todo.size == 0:
             break
+        ok, s_fit = _try_steps(d[todo], err[todo], s0[todo], rel_s0[todo], js, unit)
+        step[todo] = s_fit
+        done[todo] = ok
     tol, k = _uniform_tol(d, err, step, unit)
     final = _judge(d / step - k, tol, (d == 0) | ~has_step[:, None], free=1)
     final.ok = bool(done.all())
@@ -198,9 +189,32 @@ def _uniform(g: np.ndarray, unit: float, float_offset: bool) -> tuple[_Verdict, 
 
 def _uniform_tol(d: np.ndarray, err: np.ndarray, step: np.ndarray, unit: float) -> tuple[np.ndarray, np.ndarray]:
     k = np.rint(d / step)
-    kmax = np.maximum(np.abs(k).max(axis=1, keepdims=True), 1.0)
-    step_err = ROUNDING_MARGIN * (err.max(axis=1, keepdims=True) / (step * kmax) + unit)
+    kmax = np.maximum(np.abs(k).max(axis=-1, keepdims=True), 1.0)
+    step_err = ROUNDING_MARGIN * (err.max(axis=-1, keepdims=True) / (step * kmax) + unit)
     return err / step + np.abs(k) * step_err + 1e-12, k
+
+
+def _try_steps(d: np.ndarray, err: np.ndarray, s0: np.ndarray, rel_s0: np.ndarray, js: tuple[int, ...],
+               unit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Steps s0/j for each j in js, vectorized over j: per group, whether one fits (the smallest such j) and
+    the refined step."""
+    jj = np.asarray(js, dtype=np.float64)[:, None, None]
+    s = s0[None] / jj  # J × G × 1
+    dd, ee = d[None], err[None]
+    k = np.rint(dd / s)
+    tol = ee / s + np.abs(k) * rel_s0[None]
+    s_fit = s
+    for _ in range(REFITS):  # each refit resolves levels further from the anchor
+        kk = np.where((tol < TOL_CAP) & (k != 0), k, 0.0)
+        den = (kk * kk).sum(axis=2, keepdims=True)
+        s_fit = np.where(den > 0, (kk * dd).sum(axis=2, keepdims=True) / np.maximum(den, 1.0), s_fit)
+        tol, k = _uniform_tol(dd, ee, s_fit, unit)
+    n_j, n_g, n = k.shape
+    v = _judge((dd / s_fit - k).reshape(-1, n), tol.reshape(-1, n), np.broadcast_to(dd == 0, k.shape).reshape(-1, n))
+    narrow = (k.max(axis=2) - k.min(axis=2)) <= (1 << QUANT_MAX_BITS) - 1
+    fits = v.groups_ok.reshape(n_j, n_g) & narrow
+    first = fits.argmax(axis=0)  # the largest step that fits
+    return fits.any(axis=0), s_fit[first, np.arange(n_g)]
 
 
 def _zero_on_grid(g: np.ndarray, step: np.ndarray, unit: float) -> np.ndarray:
@@ -248,25 +262,24 @@ def _fp8_scales(fmax: float, mantissa_bits: int) -> list[float]:
 
 
 def _fp8(g: np.ndarray, fmt: tuple[str, str, float, int, int], unit: float) -> _Verdict:
-    """Values s·f with f an FP8 value: v/s on the FP8 grid, s = absmax/f (f = the format's max first)."""
+    """Values s·f with f an FP8 value: v/s on the FP8 grid, s = absmax/f, all candidate f at once (the first
+    that fits every group wins)."""
     _, dtype_name, fmax, mantissa_bits, emin = fmt
     dtype = getattr(torch, dtype_name)
     amax = np.maximum(np.abs(g).max(axis=1, keepdims=True), 1e-300)
-    best: _Verdict | None = None
-    for f in _fp8_scales(fmax, mantissa_bits):
-        q = np.clip(g * (f / amax), -fmax, fmax)
-        q8 = torch.from_numpy(q).to(dtype).double().numpy()
-        _, exp = np.frexp(q8)  # q8 = m·2^exp, 0.5 <= |m| < 1: spacing 2^(exp-1-mantissa_bits)
-        spacing = np.exp2(np.maximum(exp - 1, emin) - mantissa_bits).astype(np.float64)
-        # v and the absmax are both rounded: |q - f(q)| <= margin·u·(|q| + f)
-        tol = ROUNDING_MARGIN * unit * (np.abs(q) + f) / spacing + 1e-9
-        v = _judge((q - q8) / spacing, tol, (q == 0) | (np.abs(q) == f))
-        if v.ok:
-            return v
-        if best is None:
-            best = v
-    assert best is not None
-    return best
+    f = np.asarray(_fp8_scales(fmax, mantissa_bits), dtype=np.float64)[:, None, None]  # C × 1 × 1
+    q = np.clip(g[None] * (f / amax[None]), -fmax, fmax)  # C × G × n
+    q8 = torch.from_numpy(q).to(dtype).double().numpy()
+    _, exp = np.frexp(q8)  # q8 = m·2^exp, 0.5 <= |m| < 1: spacing 2^(exp-1-mantissa_bits)
+    spacing = np.exp2(np.maximum(exp - 1, emin) - mantissa_bits).astype(np.float64)
+    # v and the absmax are both rounded: |q - f(q)| <= margin·u·(|q| + f)
+    tol = ROUNDING_MARGIN * unit * (np.abs(q) + f) / spacing + 1e-9
+    n_c, n_g, n = q.shape
+    v = _judge(((q - q8) / spacing).reshape(-1, n), tol.reshape(-1, n),
+               ((q == 0) | (np.abs(q) == f)).reshape(-1, n))
+    fits = v.groups_ok.reshape(n_c, n_g).all(axis=1)
+    c = int(fits.argmax()) if bool(fits.any()) else 0
+    return _judge((q[c] - q8[c]) / spacing[c], tol[c], (q[c] == 0) | (np.abs(q[c]) == f[c]))
 
 
 def _groups(x: np.ndarray) -> list[tuple[str, int | None, np.ndarray]]:
