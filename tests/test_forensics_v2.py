@@ -14,6 +14,8 @@ from _forensics_corpus import Approx, Case
 from _forensics_v2 import QUANT_CASES, V2Case, build_v2
 from test_forensics_corpus import _finding, report_of
 
+from modeldelta_mcp.diagnosis.codes import unregistered
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
@@ -25,6 +27,9 @@ def v2_cases(tmp_path_factory: pytest.TempPathFactory, qwen_cases: dict[str, Cas
 
 def check(case: V2Case) -> None:
     diag = report_of(case).diagnostics
+    for f in diag.findings:  # every finding is in the contract (docs/contracts.md) with only its keys
+        assert unregistered(f.code, f.category, list(f.evidence)) is None, unregistered(f.code, f.category,
+                                                                                         list(f.evidence))
     codes = [f.code for f in diag.findings if f.category == "method"]
     assert diag.method == case.method, f"{case.name}: method {diag.method}, recipe {diag.recipe}, findings {codes}"
     if case.recipe is not None:
