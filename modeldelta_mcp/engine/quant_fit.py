@@ -360,10 +360,11 @@ def _codebook_fit(x: np.ndarray, unit: float) -> GridFit | None:
 
 
 def _gate(xs: np.ndarray, unit: float) -> bool:
-    """Could any hypothesis hold? The first values of row 0 and of column 0 (one grid each
-    for every scale granularity) and the first absmax block of each size are tested. A trained float
-    tensor fails them all in about a millisecond and is spared the full tests."""
-    heads = [xs[None, 0, :GATE_ROW_VALUES].astype(np.float64)]
+    """Could any hypothesis hold? The first values of row 0 (128 for a per-row scale, 32 for the smallest
+    group) and of column 0 (one grid each for every scale granularity) and the first absmax block of each
+    size are tested. A trained float tensor fails them all in about a millisecond and is spared the full
+    tests."""
+    heads = [xs[None, 0, :GATE_ROW_VALUES].astype(np.float64), xs[None, 0, :GATE_VALUES].astype(np.float64)]
     if xs.shape[0] >= MIN_GROUP:
         heads.append(xs[None, :GATE_VALUES, 0].astype(np.float64))
 
