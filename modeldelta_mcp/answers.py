@@ -6,10 +6,12 @@ from typing import Any, Literal, get_args
 
 from modeldelta_mcp.models import (
     CompactModule,
+    CompareManyAnswer,
     CompareSummary,
     ComparisonReport,
     Counts,
     DiagnosisAnswer,
+    FindBaseAnswer,
     Finding,
     ForensicCounters,
     InspectAnswer,
@@ -193,7 +195,56 @@ def inspect_text(a: InspectAnswer) -> str:
 
 
 __all__ = [
-    "LAYER_METRICS", "SUMMARY_BUDGET_BYTES", "SUMMARY_TOP_MODULES", "SortKey", "diagnosis", "diagnosis_text",
+    "LAYER_METRICS", "SUMMARY_BUDGET_BYTES", "SUMMARY_TOP_MODULES", "SortKey", "compare_many_text", "diagnosis",
+    "diagnosis_text", "find_base_text",
     "inspect_text", "layer_profile", "layer_profile_text", "report_uri", "summary", "summary_text",
     "top_modules", "top_modules_text",
 ]
+
+
+# ---- many candidates --------------------------------------------------------------------------------
+
+
+def _cell(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}g}"
+
+
+def compare_many_text(a: CompareManyAnswer) -> str:
+    """The ranking as a short Markdown table (the tool's text; `modeldelta many -o .md` adds the plot)."""
+    ok = [r for r in a.rows if r.error is None]
+    e = a.engine
+    rows = []
+    for n, r in enumerate(a.rows, 1):
+        if r.error is not None:
+            rows.append([str(n), md.code(r.candidate), "—", "—", "—", "—", md.cell(f"error: {r.error}")])
+            continue
+        rows.append([str(n), md.code(r.candidate), f"{r.profile_tag}, {md.code(r.method or '—')}",
+                     _cell(r.mean_relative_change), _cell(r.oq, 3), md.cell(", ".join(r.top_roles) or "—"),
+                     md.code(r.report_id or "—")])
+    lines = [f"## modeldelta: {len(a.rows)} candidates against {md.code(a.base)}", "",
+             f"{len(ok)} compared, ranked by {md.code(a.sort_by)}; {e.from_store} from the store, "
+             f"{e.bytes_read / 1e6:,.0f} MB read in {e.seconds:.1f} s ({e.executor}).", "",
+             *md.table(["#", "candidate", "profile, method", "mean ΔW/W", "O/Q", "most changed", "report_id"],
+                       rows, "rllrrll"),
+             "", "Each report_id answers get_diagnosis, top_changed_modules and layer_profile from the store."]
+    return "\n".join(lines)
+
+
+def find_base_text(a: FindBaseAnswer) -> str:
+    if a.decision == "found":
+        head = f"{md.code(a.model)} was derived from {md.code(a.base or '')}"
+        head += f" (the runner-up is {a.margin:.2f}x farther)" if a.margin is not None else ""
+        head += f"; exact comparison: report_id {md.code(a.report_id or '')}."
+    elif a.decision == "ambiguous":
+        head = (f"Ambiguous: the nearest candidates are within {a.screen.decision_margin}x of each other "
+                f"(margin {_cell(a.margin, 3)}); no base named.")
+    else:
+        head = f"None of the {len(a.candidates)} candidates is related to {md.code(a.model)}."
+    rows = [[md.code(c.candidate), "error" if c.error else ("related" if c.related else "unrelated"),
+             _cell(c.cosine_sim, 6), _cell(c.relative_change), f"{c.bytes_read / 1e6:.1f} MB",
+             md.cell(c.error or "")] for c in a.candidates]
+    lines = [f"## modeldelta: base of {md.code(a.model)}", "", head, "",
+             *md.table(["candidate", "screen", "cosine", "relative change", "read", "error"], rows, "llrrrl"), "",
+             f"Screened {a.engine.bytes_read / 1e6:,.1f} MB in {a.engine.seconds:.1f} s: "
+             f"{len(a.screen.tensors)} sampled tensors, at most {a.screen.bytes_per_tensor // 1024} KiB each."]
+    return "\n".join(lines)

@@ -1,26 +1,29 @@
-"""Command line: a command group (`compare`, `report`, `demo`, `inspect`); `modeldelta A B` means
-`modeldelta compare A B`."""
+"""Command line: a command group (`compare`, `many`, `find-base`, `report`, `demo`, `inspect`, `store`);
+`modeldelta A B` means `modeldelta compare A B`."""
 
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, get_args
 
 import anyio
 import click
+from pydantic import BaseModel
 
 from modeldelta_mcp.engine.run import DEFAULT_MEMORY_BUDGET, EngineOptions
 from modeldelta_mcp.errors import ModelDeltaError
-from modeldelta_mcp.models import ComparisonReport
+from modeldelta_mcp.models import ComparisonReport, ManySortKey
 from modeldelta_mcp.progress import Progress
 
 if TYPE_CHECKING:
     from modeldelta_mcp.select import TensorFilter
+    from modeldelta_mcp.selection.executors import Executor
+    from modeldelta_mcp.service import ReportService
 
 FORMAT_LABELS = {"json": "JSON", "md": "Markdown", "html": "HTML", "text": "Text"}
 
@@ -86,19 +89,20 @@ def _user_errors() -> Iterator[None]:
         _fail("interrupted")
 
 
-def compute_report(model_a: str | None, model_b: str, options: EngineOptions, *, token: str | None = None,
-                   quiet: bool = True, use_store: bool = True, selection: TensorFilter | None = None,
-                   download: bool = False) -> ComparisonReport:
-    """One comparison through the report service (the store, unless `use_store` is False)."""
+T = TypeVar("T")
+
+
+def with_service(work: Callable[[ReportService, ProgressBar], Awaitable[T]], *, token: str | None = None,
+                 quiet: bool = True, executor: Executor | None = None) -> T:
+    """Run `work` against a report service over the result store, with a progress bar on a terminal."""
     from modeldelta_mcp.service import ReportService
     from modeldelta_mcp.store import ResultStore
 
-    async def run() -> ComparisonReport | ModelDeltaError:
+    async def run() -> T | ModelDeltaError:
         with ProgressBar(enabled=not quiet and sys.stderr.isatty()) as bar:
-            async with ReportService.open(ResultStore(), token=token, quiet=quiet) as service:
+            async with ReportService.open(ResultStore(), token=token, quiet=quiet, executor=executor) as service:
                 try:
-                    return await service.report_for_pair(model_a, model_b, options, sink=bar, use_store=use_store,
-                                                         selection=selection, download=download)
+                    return await work(service, bar)
                 except ModelDeltaError as exc:
                     return exc  # raised below: leaving the service's task group would wrap it in an ExceptionGroup
 
@@ -106,6 +110,15 @@ def compute_report(model_a: str | None, model_b: str, options: EngineOptions, *,
     if isinstance(outcome, ModelDeltaError):
         raise outcome
     return outcome
+
+
+def compute_report(model_a: str | None, model_b: str, options: EngineOptions, *, token: str | None = None,
+                   quiet: bool = True, use_store: bool = True, selection: TensorFilter | None = None,
+                   download: bool = False, executor: Executor | None = None) -> ComparisonReport:
+    """One comparison through the report service (the store, unless `use_store` is False)."""
+    return with_service(lambda service, bar: service.report_for_pair(
+        model_a, model_b, options, sink=bar, use_store=use_store, selection=selection, download=download),
+        token=token, quiet=quiet, executor=executor)
 
 
 def use_color() -> bool:
@@ -129,7 +142,8 @@ def write_output(report: ComparisonReport, output: str | None, top_n: int, quiet
 
 def run_compare(model_a: str | None, model_b: str, output: str | None, top_n: int, options: EngineOptions,
                 token: str | None = None, quiet: bool = False, use_store: bool = True,
-                selection: TensorFilter | None = None, download: bool = False) -> None:
+                selection: TensorFilter | None = None, download: bool = False,
+                executor: Executor | None = None) -> None:
     from modeldelta_mcp.render import format_for_path
 
     if output is not None:
@@ -137,10 +151,29 @@ def run_compare(model_a: str | None, model_b: str, output: str | None, top_n: in
     if not quiet:
         click.echo(f"modeldelta: {model_a or '(the base B names)'} → {model_b}", err=True)
     report = compute_report(model_a, model_b, options, token=token, quiet=quiet, use_store=use_store,
-                            selection=selection, download=download)
+                            selection=selection, download=download, executor=executor)
     if report.base_inferred is not None and not quiet:
         click.echo(f"base {report.base_inferred.model_a}: from {report.base_inferred.detail}", err=True)
     write_output(report, output, top_n, quiet)
+
+
+def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--executor / --ray-address / --ray-workers (docs/scale-out.md)."""
+    fn = click.option("--ray-workers", type=click.IntRange(1), default=None,
+                      help="Workers of a local Ray instance (default: one per core); with --ray-address, at most "
+                           "this many of the cluster's.")(fn)
+    fn = click.option("--ray-address", default=None,
+                      help="An existing Ray cluster (HOST:6379, or ray://HOST:10001); default: a local instance.")(fn)
+    return click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                        help="ray: spread the work over a Ray cluster (pip install 'modeldelta-mcp[ray]').")(fn)
+
+
+def make_executor(name: str, address: str | None, workers: int | None) -> Executor | None:
+    from modeldelta_mcp.selection.executors import make_executor as make
+
+    if name == "local" and workers is not None:
+        raise ModelDeltaError("--ray-workers needs --executor ray")
+    return None if name == "local" and not address else make(name, address, workers)
 
 
 class DefaultToCompare(click.Group):
@@ -159,6 +192,8 @@ HELP = """Compare two model checkpoints and diagnose how B was made from A.
   modeldelta MODEL_A MODEL_B [-o report.html]   compare (hub ids, local dirs or files)
   modeldelta MODEL_B [...]                      compare with the base B's card or adapter config names
   modeldelta compare MODEL_A MODEL_B [...]      the same, for paths named like a command
+  modeldelta many BASE C1 C2 ...                rank candidates against one base (one pass over BASE)
+  modeldelta find-base MODEL P1 P2 ...          which of the pool MODEL was derived from
   modeldelta report SOURCE [-o report.md]       render a stored report (id or report.json)
   modeldelta demo                               a built-in example pair, no network
   modeldelta inspect MODEL                      headers only: tensors, dtypes, parameters
@@ -194,9 +229,11 @@ def main_command() -> None:
 @click.option("--layers", default=None, help="Compare only these layers, e.g. 0-7,20.")
 @click.option("--download", is_flag=True, help="Hub: download the weight shards (kept in the hub cache) instead "
               "of streaming the selected tensors by range reads.")
+@executor_options
 def compare_command(model_a: str, model_b: str | None, output: str | None, top_k: int, top_n: int,
                     token: str | None, quiet: bool, spectrum: str, device: str, memory_budget: str, no_cache: bool,
-                    include: tuple[str, ...], exclude: tuple[str, ...], layers: str | None, download: bool) -> None:
+                    include: tuple[str, ...], exclude: tuple[str, ...], layers: str | None, download: bool,
+                    executor: str, ray_address: str | None, ray_workers: int | None) -> None:
     """Compare MODEL_A with MODEL_B: hub ids (org/name[@rev]), local directories or weight files. With
     MODEL_B alone, the base is the one its model card (base_model) or adapter config names."""
     from modeldelta_mcp.select import TensorFilter
@@ -209,7 +246,97 @@ def compare_command(model_a: str, model_b: str | None, output: str | None, top_k
     with _user_errors():
         selection = TensorFilter.of(include, exclude, layers)
         run_compare(first, model_b, output, top_n, options, token=token, quiet=quiet, use_store=not no_cache,
-                    selection=selection, download=download)
+                    selection=selection, download=download, executor=make_executor(executor, ray_address, ray_workers))
+
+
+def _write_answer(answer: BaseModel, text: str, output: str | None, quiet: bool) -> None:
+    """The answer's text on stdout, or its JSON (the MCP tool's structuredContent) in `output`."""
+    from modeldelta_mcp.store import atomic_write_text
+
+    if output is None:
+        click.echo(text)
+        return
+    if Path(output).suffix.lower() != ".json":
+        raise ModelDeltaError(f"-o {output}: this answer is written as .json (or printed as text without -o)")
+    atomic_write_text(Path(output), answer.model_dump_json(indent=1))
+    if not quiet:
+        click.echo(f"JSON answer saved to {output}", err=True)
+
+
+def _engine_options(top_k: int, spectrum: str, device: str, memory_budget: str) -> EngineOptions:
+    return EngineOptions(top_k=top_k, spectrum=spectrum, device=device,  # type: ignore[arg-type]  # click.Choice
+                         memory_budget=_parse_bytes(memory_budget))
+
+
+def engine_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The engine and store options shared by `many` and `find-base`."""
+    fn = executor_options(fn)
+    fn = click.option("--memory-budget", default=f"{DEFAULT_MEMORY_BUDGET // 1024**2}M", show_default=True,
+                      help="Engine working set.")(fn)
+    fn = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)(fn)
+    fn = click.option("--spectrum", type=click.Choice(["exact", "fast", "off"]), default="exact", show_default=True,
+                      help="exact: all singular values; fast: top-k estimate; off: norms only.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")(fn)
+    fn = click.option("--token", default=None, help="Hugging Face token (or set HF_TOKEN).")(fn)
+    fn = click.option("--top-k", default=20, show_default=True, type=click.IntRange(1, 10_000),
+                      help="Top singular values kept per module.")(fn)
+    return click.option("-o", "--output", default=None, help="Write the answer as JSON (.json); omit for text.")(fn)
+
+
+@main_command.command("many", context_settings=CONTEXT)
+@click.argument("base")
+@click.argument("candidates", nargs=-1, required=True)
+@click.option("--sort-by", type=click.Choice(get_args(ManySortKey)), default="mean_relative_change",
+              show_default=True, help="Column of the ranking (closest to BASE first; oq highest first).")
+@click.option("--no-cache", is_flag=True, help="Recompute every candidate, neither reading nor writing the store.")
+@engine_flags  # its -o: .json (the answer), .md or .html (the ranking table and the candidates' plot), .txt
+def many_command(base: str, candidates: tuple[str, ...], sort_by: str, no_cache: bool, output: str | None,
+                 top_k: int, token: str | None, quiet: bool, spectrum: str, device: str, memory_budget: str,
+                 executor: str, ray_address: str | None, ray_workers: int | None) -> None:
+    """Compare every candidate with BASE in one pass over BASE (each BASE tensor read once): a ranking table,
+    and every candidate's full report in the store (then `modeldelta BASE Ci` answers at once)."""
+    from modeldelta_mcp import answers
+    from modeldelta_mcp.render import format_for_path
+    from modeldelta_mcp.render.many import render_many
+    from modeldelta_mcp.selection.many import compare_many
+    from modeldelta_mcp.store import atomic_write_text
+
+    options = _engine_options(top_k, spectrum, device, memory_budget)
+    with _user_errors():
+        fmt = format_for_path(output) if output is not None else None  # a bad suffix fails before the work
+        where = make_executor(executor, ray_address, ray_workers)
+        if not quiet:
+            click.echo(f"modeldelta: {base} → {len(candidates)} candidates", err=True)
+        answer = with_service(lambda service, bar: compare_many(
+            service, base, list(candidates), options, sort_by=sort_by, sink=bar, executor=where,
+            use_store=not no_cache), token=token, quiet=quiet, executor=where)
+        if output is None or fmt is None:
+            click.echo(answers.compare_many_text(answer))
+            return
+        atomic_write_text(Path(output), render_many(answer, fmt))
+        if not quiet:
+            click.echo(f"{FORMAT_LABELS[fmt]} ranking saved to {output}", err=True)
+
+
+@main_command.command("find-base", context_settings=CONTEXT)
+@click.argument("model")
+@click.argument("pool", nargs=-1, required=True)
+@engine_flags
+def find_base_command(model: str, pool: tuple[str, ...], output: str | None, top_k: int, token: str | None,
+                      quiet: bool, spectrum: str, device: str, memory_budget: str, executor: str,
+                      ray_address: str | None, ray_workers: int | None) -> None:
+    """Which checkpoint of POOL was MODEL derived from? A cheap screen of every pool entry (a few sampled
+    matrices), then the exact comparison with the winner only."""
+    from modeldelta_mcp import answers
+    from modeldelta_mcp.selection.many import find_base
+
+    options = _engine_options(top_k, spectrum, device, memory_budget)
+    with _user_errors():
+        where = make_executor(executor, ray_address, ray_workers)
+        answer = with_service(lambda service, bar: find_base(service, model, list(pool), options, sink=bar,
+                                                             executor=where),
+                              token=token, quiet=quiet, executor=where)
+        _write_answer(answer, answers.find_base_text(answer), output, quiet)
 
 
 def load_report(source: str) -> ComparisonReport:

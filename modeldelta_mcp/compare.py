@@ -7,9 +7,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from modeldelta_mcp import __version__
-from modeldelta_mcp.align import align
+from modeldelta_mcp.align import Alignment, align
 from modeldelta_mcp.diagnosis import diagnose
 from modeldelta_mcp.diagnosis.diagnose import seed_set
 from modeldelta_mcp.diagnosis.fingerprints.claim import base_claim
@@ -35,6 +36,9 @@ from modeldelta_mcp.sources import Checkpoint, resolve
 from modeldelta_mcp.sources.remote import REMOTE_FORMAT, fetched_bytes
 from modeldelta_mcp.sources.spec import ModelSpec
 from modeldelta_mcp.store import PairIdentity
+
+if TYPE_CHECKING:
+    from modeldelta_mcp.selection.executors import Executor
 
 
 @dataclass(frozen=True)
@@ -149,12 +153,21 @@ def compare(
     cancel: threading.Event | None = None,
     journal_root: Path | None = None,
     keep_journal: bool = False,
+    executor: Executor | None = None,
 ) -> ComparisonReport:
     """`journal_root` (the store root): per-tensor results are journaled there, and a comparison
     interrupted earlier resumes from them (store/journal.py). `keep_journal`: the caller removes the journal
-    once it has stored the report (ResultStore.finished), so a process killed while storing still resumes."""
+    once it has stored the report (ResultStore.finished), so a process killed while storing still resumes.
+    `executor`: where the per-tensor work runs (selection/executors.py); a Ray run is not journaled (its
+    tasks are the unit of retry)."""
     t0 = time.perf_counter()
     alignment = align(pair.a, pair.b, selection=pair.selection)
+    if executor is not None and executor.name != "local":
+        spread = executor.run_pair(pair.a, pair.b, alignment.pairs, options, progress=progress, cancel=cancel)
+        split = {"executor": spread.split.executor, "workers": spread.split.workers, "tasks": spread.split.tasks,
+                 "retries": spread.split.retries}
+        return build_report(pair, alignment, spread.modules, options, time.perf_counter() - t0, spread.bytes_read,
+                            split)
     fetched_before = _fetched(pair)
     journal = None
     done: dict = {}
@@ -170,15 +183,23 @@ def compare(
     finally:
         if journal is not None:
             journal.close()
-    mods = run.modules
     bytes_read = _bytes_read(pair, alignment.pairs, done, run.bytes_read, _fetched(pair) - fetched_before)
+    report = build_report(pair, alignment, run.modules, options, time.perf_counter() - t0, bytes_read)
+    if journal is not None and not keep_journal:
+        journal.discard()
+    return report
+
+
+def build_report(pair: ResolvedPair, alignment: Alignment, mods: list[ModuleDelta], options: EngineOptions,
+                 seconds: float, bytes_read: int, engine: dict[str, Any] | None = None) -> ComparisonReport:
+    """The report of a pair from the engine's modules (`engine`: how the work was split, EngineInfo fields)."""
     checkpoints = Checkpoints(a=checkpoint_info(pair.a), b=checkpoint_info(pair.b))
     diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.adapter,
                            quantization=checkpoints.a.quantization + checkpoints.b.quantization)
     claim = base_claim(claim_of(pair.b), pair.a.spec, mods, diagnostics.findings)
     if claim is not None:
         diagnostics.findings.append(claim)
-    report = ComparisonReport(
+    return ComparisonReport(
         report_id=pair.report_id(options),
         model_a=pair.a.spec,
         model_b=pair.b.spec,
@@ -191,15 +212,12 @@ def compare(
         layers=layer_rows(mods),
         diagnostics=diagnostics,
         engine=EngineInfo(version=__version__, spectrum=options.spectrum, top_k=options.top_k,
-                          device=str(pick_device(options.device)), seconds=time.perf_counter() - t0,
-                          bytes_read=bytes_read),
+                          device=str(pick_device(options.device)), seconds=seconds, bytes_read=bytes_read,
+                          **(engine or {})),
         model_info={"model_a": model_info(pair.a), "model_b": model_info(pair.b)},
         filters=_filter_info(pair.selection, alignment.n_filtered),
         base_inferred=pair.base_inferred,
     )
-    if journal is not None and not keep_journal:
-        journal.discard()
-    return report
 
 
 def _filter_info(selection: TensorFilter, n_filtered: int) -> FilterInfo | None:

@@ -336,6 +336,9 @@ class Diagnostics(_Model):
         "it; with a_from_b, method, recipe and evidence describe how A was made from B."))
 
 
+Executor = Literal["local", "ray"]
+
+
 class EngineInfo(_Model):
     version: str
     spectrum: SpectrumMode
@@ -343,6 +346,13 @@ class EngineInfo(_Model):
     device: str
     seconds: float
     bytes_read: int
+    executor: Executor = Field("local", description="Where the work ran: this process, or a Ray cluster.")
+    workers: int = Field(1, description="Processes the work was spread over.")
+    tasks: int = Field(1, description="Units of work submitted (tensor groups of one comparison, or candidate "
+                        "groups of a many-candidate pass).")
+    retries: int = Field(0, description="Task attempts beyond the first: a worker that died, or a failing task "
+                         "split to isolate the failure.")
+    candidates_in_pass: int = Field(1, description="Candidates compared in the same pass, sharing one read of A.")
 
 
 class FilterInfo(_Model):
@@ -441,3 +451,78 @@ class InspectAnswer(_Model):
     n_layers: int | None
     roles: dict[str, int] = Field(description="Tensor count per role.")
     largest_tensors: list[TensorHeader]
+
+
+# ---- many candidates ------------------------------------------------------------------------------------
+
+ManySortKey = Literal["mean_relative_change", "mean_cosine_sim", "oq", "profile_tag", "method", "candidate"]
+
+
+class ManyRow(_Model):
+    candidate: str = Field(description="The candidate spec as given.")
+    report_id: str | None = Field(description="Its full report in the store (null on error).")
+    error: str | None = Field(description="One line, when this candidate failed; null on success.")
+    profile_tag: ProfileTag | None = None
+    method: str | None = None
+    recipe: list[str] | None = Field(default=None, description="Ordered step codes from the base to the candidate.")
+    mean_relative_change: float | None = None
+    mean_cosine_sim: float | None = None
+    oq: float | None = Field(default=None, description="Weight-space O/Q ratio (null when undefined).")
+    top_roles: list[str] = Field(default_factory=list,
+                                 description="Roles with the largest mean relative change, most changed first.")
+
+
+class SplitInfo(_Model):
+    executor: Executor
+    workers: int
+    tasks: int
+    retries: int
+    seconds: float
+    bytes_read: int = Field(description="Bytes actually read.")
+
+
+class ManyEngineInfo(SplitInfo):
+    base_reads: int = Field(description="Reads of base tensors by the pass (one per tensor and worker).")
+    from_store: int = Field(description="Candidates answered from the store without reading anything.")
+
+
+class CompareManyAnswer(_Model):
+    base: str
+    sort_by: ManySortKey
+    rows: list[ManyRow]
+    engine: ManyEngineInfo
+
+
+class FindBaseCandidate(_Model):
+    candidate: str = Field(description="The pool entry as given.")
+    related: bool = Field(description="Its sampled weights are MODEL's (cosine above the threshold).")
+    cosine_sim: float | None = Field(description="Mean cosine of the sampled weights of MODEL and the candidate.")
+    relative_change: float | None = Field(
+        description="Mean ||W_model - W_candidate|| / ||W_candidate|| over the sampled weights.")
+    n_tensors: int = Field(description="Tensors sampled.")
+    bytes_read: int = Field(description="Bytes of this candidate read by the screen.")
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class ScreenInfo(_Model):
+    roles: list[str]
+    depths: list[float] = Field(description="Layers sampled, as fractions of the depth.")
+    bytes_per_tensor: int = Field(description="At most this many bytes (a middle row range) per tensor and side.")
+    related_cosine: float
+    decision_margin: float = Field(description="How many times farther the runner-up must be for `found`.")
+    model_bytes_read: int
+    tensors: list[str] = Field(default_factory=list, description="The sampled tensors and row ranges (MODEL's "
+                               "names); a candidate's evidence lists its own only where they differ.")
+
+
+class FindBaseAnswer(_Model):
+    model: str
+    base: str | None = Field(description="The pool entry MODEL was derived from; set only when decision is found.")
+    decision: Literal["found", "none", "ambiguous"]
+    margin: float | None = Field(description="Runner-up's relative change / the nearest one's (null: fewer than "
+                                 "two related, or MODEL is an exact copy).")
+    candidates: list[FindBaseCandidate] = Field(description="Every pool entry, most likely first.")
+    report_id: str | None = Field(description="The exact comparison of the base (A) with MODEL (B); null unless found.")
+    screen: ScreenInfo
+    engine: SplitInfo = Field(description="The screen's work (the exact comparison's is in its report).")

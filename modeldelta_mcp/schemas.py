@@ -17,9 +17,11 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from modeldelta_mcp.models import (
+    CompareManyAnswer,
     CompareSummary,
     ComparisonReport,
     DiagnosisAnswer,
+    FindBaseAnswer,
     InspectAnswer,
     LayerProfileAnswer,
     TopModulesAnswer,
@@ -33,6 +35,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "top_changed_modules": TopModulesAnswer,
     "layer_profile": LayerProfileAnswer,
     "inspect_checkpoint": InspectAnswer,
+    "compare_many": CompareManyAnswer,
+    "find_base": FindBaseAnswer,
 }
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
 

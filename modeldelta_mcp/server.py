@@ -1,4 +1,4 @@
-"""The MCP server: five read-only tools and the report resources (JSON, HTML, Markdown) over one engine and one
+"""The MCP server: seven read-only tools and the report resources (JSON, HTML, Markdown) over one engine and one
 result store.
 
 `modeldelta-mcp` serves stdio (what MCP clients launch); `--transport streamable-http` serves HTTP.
@@ -27,11 +27,14 @@ from modeldelta_mcp.errors import ModelDeltaError
 from modeldelta_mcp.http_auth import TOKEN_ENV, auth_for, read_token
 from modeldelta_mcp.limits import ComparisonQueue, default_max_concurrent
 from modeldelta_mcp.models import (
+    CompareManyAnswer,
     CompareSummary,
     ComparisonReport,
     DiagnosisAnswer,
+    FindBaseAnswer,
     InspectAnswer,
     LayerProfileAnswer,
+    ManySortKey,
     Role,
     SpectrumMode,
     TopModulesAnswer,
@@ -52,7 +55,10 @@ from the weights alone. Start with compare_checkpoints(model_a, model_b): it rea
 tools (get_diagnosis, top_changed_modules, layer_profile) answer instantly from the stored result, given the
 same pair or the report_id. If a call times out, call it again with the same arguments: it joins the running
 comparison. inspect_checkpoint reads headers only and is always cheap. The whole report is a resource:
-modeldelta://reports/{report_id} (JSON), .../html (a self-contained page with plots), .../md (Markdown)."""
+modeldelta://reports/{report_id} (JSON), .../html (a self-contained page with plots), .../md (Markdown).
+To rank several derivatives of one base, call compare_many(base, candidates) (one pass over the base, every
+report stored); to find which of several checkpoints a model was made from, call find_base(model, pool) (a
+cheap screen, then one exact comparison)."""
 
 ModelSpec = Annotated[str, Field(
     min_length=1,
@@ -87,6 +93,17 @@ TopN = Annotated[int, Field(ge=1, le=1000, description="How many modules to retu
 SortBy = Annotated[answers.SortKey, Field(
     description="Metric to rank by. Most changed first: descending, except cosine_sim and sparsity (ascending).",
 )]
+# A compare_many or find_base call over more checkpoints than this is a batch job for the CLI, not a tool call.
+MAX_CANDIDATES = 256
+Candidates = Annotated[list[Annotated[str, Field(min_length=1)]], Field(
+    min_length=1, max_length=MAX_CANDIDATES,
+    description="Candidate checkpoints (like model_b of compare_checkpoints), each compared with the base.")]
+Pool = Annotated[list[Annotated[str, Field(min_length=1)]], Field(
+    min_length=1, max_length=MAX_CANDIDATES,
+    description="Possible bases (hub ids or local checkpoints) MODEL may have been derived from.")]
+ManySortBy = Annotated[ManySortKey, Field(
+    description="Ranking column: mean_relative_change (closest to the base first), mean_cosine_sim (most similar "
+                "first), oq (highest first), profile_tag (identical to extreme), method, candidate.")]
 RoleFilter = Annotated[Role | None, Field(description="Only modules of this role (e.g. attn_o, mlp_down, embed).")]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True, destructive_hint=False,
@@ -102,6 +119,9 @@ class ServerConfig:
     auth: dict[str, Any] = field(default_factory=dict)
     # Comparisons computed at once; the others queue (limits.py). None: limits.default_max_concurrent().
     max_concurrent: int | None = None
+    executor: str = "local"  # where comparisons run: this process, or "ray" (docs/scale-out.md)
+    ray_address: str | None = None
+    ray_workers: int | None = None
 
 
 @dataclass
@@ -174,11 +194,17 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
     config = config or ServerConfig()
     static_roots = default_roots(config.allow_paths)
 
+    executor = None
+    if config.executor != "local":
+        from modeldelta_mcp.selection.executors import make_executor
+
+        executor = make_executor(config.executor, config.ray_address, config.ray_workers)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         limiter = ComparisonQueue(config.max_concurrent or default_max_concurrent())
         async with ReportService.open(ResultStore(config.cache_dir), cancel_grace=config.cancel_grace,
-                                      limiter=limiter) as service:
+                                      limiter=limiter, executor=executor) as service:
             yield AppState(service=service, roots=static_roots)
 
     server = ModelDeltaMCP("modeldelta", title="modeldelta: checkpoint diff and diagnosis",
@@ -212,6 +238,12 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
 
     def roots_for_model(ctx: Context, model: str) -> ListRoots | None:
         return _needs_client_roots(ctx, [model])
+
+    def roots_for_many(ctx: Context, base: str, candidates: list[str]) -> ListRoots | None:
+        return _needs_client_roots(ctx, [base, *candidates])
+
+    def roots_for_pool(ctx: Context, model: str, pool: list[str]) -> ListRoots | None:
+        return _needs_client_roots(ctx, [model, *pool])
 
     def _state(ctx: Context) -> AppState:
         # The tools take a bare `Context` (the SDK injects it by that annotation); the lifespan above made it.
@@ -372,6 +404,68 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
             answer = describe(ckpt)
             return _result(answer, answers.inspect_text(answer))
 
+    @_tool(server, title="Rank candidates against one base", annotations=READ_ONLY)
+    async def compare_many(
+        base: ModelSpec,
+        candidates: Candidates,
+        top_k: TopK = 20,
+        spectrum: Spectrum = "exact",
+        sort_by: ManySortBy = "mean_relative_change",
+        *,
+        ctx: Context,
+        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_many)],
+    ) -> Annotated[CallToolResult, CompareManyAnswer]:
+        """Which of these derivatives of one base stayed closest to it, or changed attention most? Compares
+        every candidate with the base in ONE pass over the base (each base tensor is read once) and returns
+        a ranking table: per candidate its profile tag, method, recipe, mean relative change, mean cosine,
+        O/Q ratio, most changed roles and its report_id. A candidate that cannot be read (missing, corrupt,
+        another architecture) gets a one-line error in its row; the others complete.
+
+        Cost: like one compare_checkpoints per candidate, minus the repeated reading of the base; sends
+        progress notifications. Every candidate's full report is stored, so get_diagnosis,
+        top_changed_modules and layer_profile then answer instantly with the row's report_id, and a repeated
+        call answers from the store. Rows run from closest to the base to farthest (sort_by
+        mean_relative_change or mean_cosine_sim), oq highest first.
+        """
+        from modeldelta_mcp.engine import EngineOptions
+        from modeldelta_mcp.selection.many import compare_many as run
+
+        with _tool_errors():
+            state = _state(ctx)
+            answer = await run(state.service, base, list(candidates), EngineOptions(top_k=top_k, spectrum=spectrum),
+                               sort_by=sort_by, access=_access(ctx, client_roots), sink=_sink(ctx),
+                               executor=state.service.executor)
+            return _result(answer, answers.compare_many_text(answer))
+
+    @_tool(server, title="Find the base a checkpoint was made from", annotations=READ_ONLY)
+    async def find_base(
+        model: ModelSpec,
+        pool: Pool,
+        top_k: TopK = 20,
+        spectrum: Spectrum = "exact",
+        *,
+        ctx: Context,
+        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pool)],
+    ) -> Annotated[CallToolResult, FindBaseAnswer]:
+        """Which checkpoint of the pool was MODEL derived from? First a cheap screen reads a small sample of
+        every pool entry (a row range of up to 12 mid-depth attention and MLP matrices, at most 1 MiB each):
+        the weights' cosine tells related from unrelated (a model trained from another initialisation has
+        cosine near 0), the relative change tells the parent (one step away) from a sibling fine-tune of the
+        same parent (two steps). Then the exact comparison runs against the winner only.
+
+        Returns decision found | none | ambiguous, the base (the pool entry as given, only when found), the
+        margin (runner-up's distance over the nearest's), every candidate's screening figures and bytes read,
+        most likely first, and the report_id of the exact comparison (base as A, MODEL as B).
+        """
+        from modeldelta_mcp.engine import EngineOptions
+        from modeldelta_mcp.selection.many import find_base as run
+
+        with _tool_errors():
+            state = _state(ctx)
+            answer = await run(state.service, model, list(pool), EngineOptions(top_k=top_k, spectrum=spectrum),
+                               access=_access(ctx, client_roots), sink=_sink(ctx), executor=state.service.executor)
+            return _result(answer, answers.find_base_text(answer))
+
     # ---- resource -----------------------------------------------------------------------------------
 
     async def _stored_report(report_id: str, ctx: Context) -> ComparisonReport:
@@ -424,8 +518,13 @@ Transport = Literal["stdio", "streamable-http"]
 @click.option("--max-concurrent", type=click.IntRange(1), default=None,
               help="Comparisons computed at once; more calls wait in a FIFO queue. Default: min(cores, a quarter "
                    "of the memory / 512 MB), at least 1 (docs/operations.md).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: spread every comparison over a Ray cluster (pip install 'modeldelta-mcp[ray]').")
+@click.option("--ray-address", default=None, help="An existing Ray cluster (HOST:6379); default: a local instance.")
+@click.option("--ray-workers", type=click.IntRange(1), default=None, help="Workers of a local Ray instance.")
 def main_command(transport: Transport, host: str, port: int, allow_paths: tuple[Path, ...], cache_dir: Path | None,
-                 cancel_grace: float, auth_token_file: Path | None, max_concurrent: int | None) -> None:
+                 cancel_grace: float, auth_token_file: Path | None, max_concurrent: int | None, executor: str,
+                 ray_address: str | None, ray_workers: int | None) -> None:
     """MCP server: compare two model checkpoints and diagnose how B was made from A."""
     for p in allow_paths:
         if not p.expanduser().is_dir():
@@ -436,8 +535,11 @@ def main_command(transport: Transport, host: str, port: int, allow_paths: tuple[
             auth = auth_for(host, read_token(auth_token_file))
         except ModelDeltaError as exc:
             raise click.UsageError(str(exc)) from exc
+    if executor == "local" and (ray_address or ray_workers):
+        raise click.BadParameter("needs --executor ray", param_hint="--ray-address/--ray-workers")
     server = build_server(ServerConfig(allow_paths=list(allow_paths), cache_dir=cache_dir, cancel_grace=cancel_grace,
-                                       auth=auth, max_concurrent=max_concurrent))
+                                       auth=auth, max_concurrent=max_concurrent, executor=executor,
+                                       ray_address=ray_address, ray_workers=ray_workers))
     if transport == "stdio":
         server.run("stdio")
     else:

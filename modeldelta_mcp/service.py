@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from modeldelta_mcp.compare import ResolvedPair
     from modeldelta_mcp.engine import EngineOptions
     from modeldelta_mcp.select import TensorFilter
+    from modeldelta_mcp.selection.executors import Executor
     from modeldelta_mcp.sources import Checkpoint
     from modeldelta_mcp.sources.spec import ModelSpec
 
@@ -63,21 +64,24 @@ class ReportService:
     `token`/`quiet` go to hub resolution (the CLI's --token; the server uses HF_TOKEN from the environment).
     """
 
-    def __init__(self, store: ResultStore, jobs: JobRunner, *, token: str | None = None, quiet: bool = True) -> None:
+    def __init__(self, store: ResultStore, jobs: JobRunner, *, token: str | None = None, quiet: bool = True,
+                 executor: Executor | None = None) -> None:
         self.store = store
         self.jobs = jobs
         self.token = token
         self.quiet = quiet
+        self.executor = executor  # where comparisons run (selection/executors.py); None: this process
 
     @classmethod
     @asynccontextmanager
     async def open(cls, store: ResultStore, *, cancel_grace: float = 0.0, limiter: ComparisonQueue | None = None,
-                   token: str | None = None, quiet: bool = True) -> AsyncIterator[ReportService]:
+                   token: str | None = None, quiet: bool = True,
+                   executor: Executor | None = None) -> AsyncIterator[ReportService]:
         """A service whose jobs live in a task group of its own; leaving it cancels whatever still runs."""
         async with anyio.create_task_group() as tg:
             jobs = JobRunner(store, tg, cancel_grace, limiter)
             try:
-                yield cls(store, jobs, token=token, quiet=quiet)
+                yield cls(store, jobs, token=token, quiet=quiet, executor=executor)
             finally:
                 jobs.cancel_all()  # the worker threads check this between blocks
                 tg.cancel_scope.cancel()
@@ -173,7 +177,8 @@ class ReportService:
         identity = pair.identity()
         report_id = pair.report_id(options)
         if not use_store:
-            return await self.jobs.run(report_id, self._compute(pair, options, None), sink, persist=False)
+            compute = self._compute(pair, options, None, self.executor)
+            return await self.jobs.run(report_id, compute, sink, persist=False)
         if any_options and self.jobs.running(report_id) is None and await self.jobs.cached(report_id) is None:
             latest = await anyio.to_thread.run_sync(self.store.latest_for_pair, identity.pair_key)
             report = await self.jobs.cached(latest) if latest else None
@@ -182,7 +187,7 @@ class ReportService:
         await anyio.to_thread.run_sync(lambda: self.store.remember(
             report_id, pair.a.spec, pair.b.spec, options.top_k, options.spectrum, identity.pair_key,
             pair.selection.key()))
-        return await self.jobs.run(report_id, self._compute(pair, options, self.store.root), sink)
+        return await self.jobs.run(report_id, self._compute(pair, options, self.store.root, self.executor), sink)
 
     async def report_for_id(self, report_id: str, *, access: Access | None = None,
                             sink: ProgressSink | None = None) -> ComparisonReport:
@@ -207,7 +212,7 @@ class ReportService:
         if pair.report_id(options) != report_id:
             raise ModelDeltaError(f"report_id {report_id}: the checkpoints changed since it was computed; "
                                   "call compare_checkpoints again")
-        return await self.jobs.run(report_id, self._compute(pair, options, self.store.root), sink)
+        return await self.jobs.run(report_id, self._compute(pair, options, self.store.root, self.executor), sink)
 
     async def report(self, model_a: str | None, model_b: str | None, report_id: str | None, *,
                      access: Access | None = None, sink: ProgressSink | None = None,
@@ -228,7 +233,8 @@ class ReportService:
     # ---- computing -------------------------------------------------------------------------------
 
     @staticmethod
-    def _compute(pair: ResolvedPair, options: EngineOptions, journal_root: Path | None) -> Compute:
+    def _compute(pair: ResolvedPair, options: EngineOptions, journal_root: Path | None,
+                 executor: Executor | None = None) -> Compute:
         """The comparison as a job runs it. With a journal root (the store's), a comparison cancelled or
         interrupted midway resumes where it stopped."""
         from modeldelta_mcp.compare import compare
@@ -245,6 +251,6 @@ class ReportService:
 
             # The journal stays until the job has stored the report (JobRunner -> ResultStore.finished).
             return compare(pair, options, progress=watched, cancel=cancel, journal_root=journal_root,
-                           keep_journal=journal_root is not None)
+                           keep_journal=journal_root is not None, executor=executor)
 
         return compute

@@ -17,7 +17,8 @@ import jsonschema
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
-TOOLS = ["compare_checkpoints", "get_diagnosis", "top_changed_modules", "layer_profile", "inspect_checkpoint"]
+TOOLS = ["compare_checkpoints", "get_diagnosis", "top_changed_modules", "layer_profile", "inspect_checkpoint",
+         "compare_many", "find_base"]
 # Seconds slept after each tensor by the server under test (its test hook): a MiniLM comparison then takes
 # at least ~2 s, long enough to be joined or cancelled midway, short enough for the suite.
 TEST_DELAY_S = "0.02"

@@ -39,3 +39,11 @@ def qwen_cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from _forensics_corpus import build_qwen
 
     return build_qwen(tmp_path_factory.mktemp("forensics-qwen"))
+
+
+@pytest.fixture(scope="session")
+def minilm_family(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path):
+    """MiniLM and real checkpoints around it (tests/_many_models.py), built once per session."""
+    from _many_models import build_family
+
+    return build_family(tmp_path_factory.mktemp("many-family"), minilm_dir)

@@ -87,7 +87,15 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Cores the engine may use, when fewer than the process may run on: a Ray task sets it to its CPU share,
+# so that tasks sharing a node do not oversubscribe it.
+THREADS_ENV = "MODELDELTA_THREADS"
+
+
 def available_cores() -> int:
+    allotted = os.environ.get(THREADS_ENV, "")
+    if allotted.isdigit() and int(allotted) > 0:
+        return int(allotted)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
