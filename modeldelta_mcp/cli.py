@@ -289,10 +289,14 @@ def engine_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--sort-by", type=click.Choice(get_args(ManySortKey)), default="mean_relative_change",
               show_default=True, help="Column of the ranking (closest to BASE first; oq highest first).")
 @click.option("--no-cache", is_flag=True, help="Recompute every candidate, neither reading nor writing the store.")
+@click.option("--include", multiple=True, help="Compare only tensors whose name matches this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Leave out tensors whose name matches this glob (repeatable).")
+@click.option("--layers", default=None, help="Compare only these layers, e.g. 0-7,20.")
 @engine_flags  # its -o: .json (the answer), .md or .html (the ranking table and the candidates' plot), .txt
-def many_command(base: str, candidates: tuple[str, ...], sort_by: str, no_cache: bool, output: str | None,
-                 top_k: int, token: str | None, quiet: bool, spectrum: str, device: str, memory_budget: str,
-                 executor: str, ray_address: str | None, ray_workers: int | None) -> None:
+def many_command(base: str, candidates: tuple[str, ...], sort_by: str, no_cache: bool, include: tuple[str, ...],
+                 exclude: tuple[str, ...], layers: str | None, output: str | None, top_k: int, token: str | None,
+                 quiet: bool, spectrum: str, device: str, memory_budget: str, executor: str,
+                 ray_address: str | None, ray_workers: int | None) -> None:
     """Compare every candidate with BASE in one pass over BASE (each BASE tensor read once): a ranking table,
     and every candidate's full report in the store (then `modeldelta BASE Ci` answers at once)."""
     from modeldelta_mcp import answers
@@ -303,13 +307,16 @@ def many_command(base: str, candidates: tuple[str, ...], sort_by: str, no_cache:
 
     options = _engine_options(top_k, spectrum, device, memory_budget)
     with _user_errors():
+        from modeldelta_mcp.select import TensorFilter
+
         fmt = format_for_path(output) if output is not None else None  # a bad suffix fails before the work
+        selection = TensorFilter.of(include, exclude, layers)
         where = make_executor(executor, ray_address, ray_workers)
         if not quiet:
             click.echo(f"modeldelta: {base} → {len(candidates)} candidates", err=True)
         answer = with_service(lambda service, bar: compare_many(
             service, base, list(candidates), options, sort_by=sort_by, sink=bar, executor=where,
-            use_store=not no_cache), token=token, quiet=quiet, executor=where)
+            use_store=not no_cache, selection=selection), token=token, quiet=quiet, executor=where)
         if output is None or fmt is None:
             click.echo(answers.compare_many_text(answer))
             return

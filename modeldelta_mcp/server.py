@@ -411,6 +411,9 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         top_k: TopK = 20,
         spectrum: Spectrum = "exact",
         sort_by: ManySortBy = "mean_relative_change",
+        include: Include = None,
+        exclude: Exclude = None,
+        layers: Layers = None,
         *,
         ctx: Context,
         client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_many)],
@@ -428,13 +431,14 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         mean_relative_change or mean_cosine_sim), oq highest first.
         """
         from modeldelta_mcp.engine import EngineOptions
+        from modeldelta_mcp.select import TensorFilter
         from modeldelta_mcp.selection.many import compare_many as run
 
         with _tool_errors():
             state = _state(ctx)
             answer = await run(state.service, base, list(candidates), EngineOptions(top_k=top_k, spectrum=spectrum),
                                sort_by=sort_by, access=_access(ctx, client_roots), sink=_sink(ctx),
-                               executor=state.service.executor)
+                               executor=state.service.executor, selection=TensorFilter.of(include, exclude, layers))
             return _result(answer, answers.compare_many_text(answer))
 
     @_tool(server, title="Find the base a checkpoint was made from", annotations=READ_ONLY)

@@ -81,6 +81,18 @@ async def test_compare_many_ranks_stores_every_report_and_reports_failures(
         cos = [r["mean_cosine_sim"] for r in again["rows"]]
         assert cos == sorted(cos, reverse=True)
 
+        # a filter applies to every candidate, and keys their reports apart from the unfiltered ones
+        only_q = ok(await call(client, "compare_many", {"base": str(fam.base), "candidates": cands[:2],
+                                                         "include": ["*.attention.self.query.*"], "layers": "0-2",
+                                                         "spectrum": "off"}), "compare_many")
+        for row in only_q["rows"]:
+            assert row["error"] is None and row["report_id"] not in {r["report_id"] for r in answer["rows"]}
+            top = ok(await call(client, "top_changed_modules", {"report_id": row["report_id"], "n": 100}),
+                     "top_changed_modules")
+            names = {m["name"] for m in top["modules"]}
+            want = {f"encoder.layer.{i}.attention.self.query.{w}" for i in range(3) for w in ("weight", "bias")}
+            assert names == want
+
 
 async def test_find_base_picks_the_parent_and_answers_none_for_an_unrelated_model(
         minilm_family: Family, tmp_path: Path, anyio_backend: str) -> None:

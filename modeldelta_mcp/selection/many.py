@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from modeldelta_mcp.align import Alignment
     from modeldelta_mcp.compare import ResolvedPair
     from modeldelta_mcp.engine import EngineOptions
+    from modeldelta_mcp.select import TensorFilter
     from modeldelta_mcp.service import Access, ReportService
     from modeldelta_mcp.sources import Checkpoint
     from modeldelta_mcp.store import Compute, ProgressSink
@@ -59,15 +60,21 @@ class _Resolved:
 
 
 async def _resolve(service: ReportService, spec: str, what: str, access: Access | None,
-                   base: Checkpoint | None = None) -> _Resolved:
-    """One checkpoint (aligned against `base` when given); a failure is kept as its one-line error."""
+                   base: Checkpoint | None = None, selection: TensorFilter | None = None,
+                   sampled: bool = False) -> _Resolved:
+    """One checkpoint (aligned against `base` when given, under the filter); a failure is kept as its one-line
+    error. `sampled`: only a sample of it is read (find_base's screen): a hub checkpoint is then streamed by range
+    reads rather than downloaded."""
     from modeldelta_mcp.align import align
+    from modeldelta_mcp.select import NO_FILTER
 
+    chosen = selection or NO_FILTER
     try:
-        ckpt = await service.resolve_one(spec, access, what, base=base)
+        ckpt = await service.resolve_one(spec, access, what, base=base, subset=chosen.active or sampled)
         alignment = None
         if base is not None:
-            alignment = await anyio.to_thread.run_sync(align, base, ckpt, abandon_on_cancel=True)
+            alignment = await anyio.to_thread.run_sync(lambda: align(base, ckpt, selection=chosen),
+                                                       abandon_on_cancel=True)
     except ModelDeltaError as exc:
         return _Resolved(spec, error=_first_line(exc))
     return _Resolved(spec, ckpt, alignment)
@@ -76,7 +83,7 @@ async def _resolve(service: ReportService, spec: str, what: str, access: Access 
 def _remember(service: ReportService, pair: ResolvedPair, report_id: str, options: EngineOptions) -> None:
     """Index the report_id (a report_id alone can then be recomputed), as a single-pair request does."""
     service.store.remember(report_id, pair.a.spec, pair.b.spec, options.top_k, options.spectrum,
-                           pair.identity().pair_key)
+                           pair.identity().pair_key, pair.selection.key())
 
 
 def _single(pair: ResolvedPair, options: EngineOptions, executor: Executor) -> Compute:
@@ -92,9 +99,11 @@ def _single(pair: ResolvedPair, options: EngineOptions, executor: Executor) -> C
 async def compare_many(service: ReportService, base: str, candidates: list[str], options: EngineOptions, *,
                        sort_by: str = "mean_relative_change", access: Access | None = None,
                        sink: ProgressSink | None = None, executor: Executor | None = None,
-                       use_store: bool = True) -> CompareManyAnswer:
-    """`use_store=False`: compute every candidate afresh, neither reading nor writing the store (--no-cache)."""
+                       use_store: bool = True, selection: TensorFilter | None = None) -> CompareManyAnswer:
+    """`use_store=False`: compute every candidate afresh, neither reading nor writing the store (--no-cache).
+    `selection`: the include/exclude/layers filter, applied to every candidate (its reports are keyed by it)."""
     from modeldelta_mcp.compare import ResolvedPair
+    from modeldelta_mcp.select import NO_FILTER
     from modeldelta_mcp.selection.shared_pass import Member, SharedPass
 
     if not candidates:
@@ -102,16 +111,17 @@ async def compare_many(service: ReportService, base: str, candidates: list[str],
     R.sort_rows([], sort_by)  # a bad sort_by fails before anything is read
     executor = executor or LocalExecutor()
     t0 = time.perf_counter()
-    base_ckpt = (await _resolve(service, base, "base", access))
+    chosen = selection or NO_FILTER
+    base_ckpt = await _resolve(service, base, "base", access, selection=chosen)
     if base_ckpt.checkpoint is None:
         raise ModelDeltaError(base_ckpt.error or f"{base}: cannot be resolved")
-    resolved = [await _resolve(service, spec, f"candidates[{k}]", access, base_ckpt.checkpoint)
+    resolved = [await _resolve(service, spec, f"candidates[{k}]", access, base_ckpt.checkpoint, chosen)
                 for k, spec in enumerate(candidates)]
     pairs: dict[int, ResolvedPair] = {}
     rid: dict[int, str] = {}
     for k, r in enumerate(resolved):
         if r.checkpoint is not None:
-            pairs[k] = ResolvedPair(base_ckpt.checkpoint, r.checkpoint)
+            pairs[k] = ResolvedPair(base_ckpt.checkpoint, r.checkpoint, chosen)
             rid[k] = pairs[k].report_id(options)
     # Which reports must be computed: not stored, not being computed (the same pair given twice computes once).
     from_store = 0
@@ -171,10 +181,10 @@ async def find_base(service: ReportService, model: str, pool: list[str], options
         raise ModelDeltaError("pool: give at least one candidate base checkpoint")
     executor = executor or LocalExecutor()
     t0 = time.perf_counter()
-    target = await _resolve(service, model, "model", access)
+    target = await _resolve(service, model, "model", access, sampled=True)
     if target.checkpoint is None:
         raise ModelDeltaError(target.error or f"{model}: cannot be resolved")
-    entries = [await _resolve(service, spec, f"pool[{k}]", access) for k, spec in enumerate(pool)]
+    entries = [await _resolve(service, spec, f"pool[{k}]", access, sampled=True) for k, spec in enumerate(pool)]
     ok = [k for k, e in enumerate(entries) if e.checkpoint is not None]
     pool_ckpts = [c for c in (e.checkpoint for e in entries) if c is not None]
     screened, model_bytes, split = await anyio.to_thread.run_sync(
