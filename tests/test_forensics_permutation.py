@@ -23,6 +23,7 @@ BERT_MLP_LAYERS = [1, 4]
 BERT_HEAD_LAYERS = [2]
 BERT_HEADS = 12
 QWEN_MLP_LAYERS = [0, 3]
+QWEN_HEAD_LAYERS = [1]  # grouped-query attention: a unit is a k/v head with the q heads sharing it
 BERT = "encoder.layer.{}."
 QWEN = "model.layers.{}."
 
@@ -58,6 +59,24 @@ def permute_heads(state: D.State, prefix: str, heads: int, seed: int) -> D.State
             out[key] = out[key][index].contiguous()
     o = prefix + "attention.output.dense.weight"
     out[o] = out[o][:, index].contiguous()
+    return out
+
+
+def permute_kv_groups(state: D.State, prefix: str, kv_heads: int, seed: int) -> D.State:
+    """Qwen2 k/v heads in another order, each with its group of q heads: q/k/v row blocks, o column blocks."""
+    out = D.clone(state)
+    p = _perm(kv_heads, seed)
+    while bool((p == torch.arange(kv_heads)).all()):
+        seed += 1
+        p = _perm(kv_heads, seed)
+    for name in ("q_proj", "k_proj", "v_proj"):
+        for suffix in ("weight", "bias"):
+            key = f"{prefix}self_attn.{name}.{suffix}"
+            per = out[key].shape[0] // kv_heads
+            out[key] = out[key][(p[:, None] * per + torch.arange(per)).flatten()].contiguous()
+    o = prefix + "self_attn.o_proj.weight"
+    per = out[o].shape[1] // kv_heads
+    out[o] = out[o][:, (p[:, None] * per + torch.arange(per)).flatten()].contiguous()
     return out
 
 
@@ -152,12 +171,14 @@ def test_a_finetune_without_permutation_is_not_flagged(bert_pairs: dict[str, Pat
     assert "permutation" not in diag.recipe and diag.method == "full_finetune", diag.recipe
 
 
-def test_permuted_qwen_mlp_units(tmp_path: Path) -> None:
+def test_permuted_qwen_mlp_units_and_kv_groups(tmp_path: Path) -> None:
     config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **T.QWEN_CONFIG}
     base = T.state_of(T.new_qwen())
     state = base
     for layer in QWEN_MLP_LAYERS:
         state = permute_mlp(state, QWEN.format(layer) + "mlp.", ["gate_proj", "up_proj"], ["down_proj"], seed=layer)
+    for layer in QWEN_HEAD_LAYERS:
+        state = permute_kv_groups(state, QWEN.format(layer), T.QWEN_CONFIG["num_key_value_heads"], seed=layer)
     ids = torch.arange(12)[None]
     model = T.new_qwen()
     model.load_state_dict(state)
@@ -168,4 +189,13 @@ def test_permuted_qwen_mlp_units(tmp_path: Path) -> None:
     report = _report(a, b)
     assert report.diagnostics.recipe == ["permutation"], report.diagnostics.recipe
     ev = _permutation(report)
-    assert ev["layers"] == QWEN_MLP_LAYERS and ev["units"] == ["mlp"]
+    assert ev["layers"] == sorted(QWEN_MLP_LAYERS + QWEN_HEAD_LAYERS) and ev["units"] == ["heads", "mlp"]
+    assert all(m.identical for m in report.modules)
+
+
+def test_assignment_resolves_argmax_collisions() -> None:
+    """Two of B's units nearest to the same unit of A: the maximum total cosine assignment decides."""
+    from modeldelta_mcp.engine.permutation import _assign
+
+    sim = torch.tensor([[0.9, 0.8, 0.0], [0.95, 0.1, 0.0], [0.0, 0.2, 0.99]])
+    assert _assign(sim).tolist() == [1, 0, 2]

@@ -75,36 +75,50 @@ def _groups(pairs: list[TensorPair], mods: list[ModuleDelta]) -> list[_Group]:
             if any(len(p.a.shape) == 2 and (m := by_name.get(p.name)) is not None and _flagged(m) for p in g.rows)]
 
 
-def _unit_size(group: _Group, config: dict | None) -> int | None:
-    """Rows per unit: 1 for MLP units, head_dim for heads (None when heads cannot be told apart)."""
-    if group.units == "mlp":
-        return 1
-    cfg = config or {}
-    heads, kv = cfg.get("num_attention_heads"), cfg.get("num_key_value_heads")
-    if not isinstance(heads, int) or heads <= 0 or (kv is not None and kv != heads):
-        return None  # grouped-query attention couples q heads to shared k/v heads: not matched here
-    sizes = {p.a.shape[0] for p in group.rows}
-    if len(sizes) != 1 or next(iter(sizes)) % heads:
+def _n_units(group: _Group, config: dict | None) -> int | None:
+    """Units of the group: MLP intermediate units, or attention heads (k/v heads under grouped-query attention:
+    a unit is then a k/v head with the q heads that share it). None when the shapes do not split into them."""
+    if not group.rows:
         return None
-    return next(iter(sizes)) // heads
+    if group.units == "mlp":
+        n = group.rows[0].a.shape[0]
+    else:
+        cfg = config or {}
+        heads, kv = cfg.get("num_attention_heads"), cfg.get("num_key_value_heads", cfg.get("num_attention_heads"))
+        if not isinstance(kv, int) or not isinstance(heads, int) or kv <= 0 or heads % kv:
+            return None
+        n = kv
+    tensors = [p.a.shape[0] for p in group.rows] + [p.a.shape[1] for p in group.cols]
+    return n if n > 1 and all(t % n == 0 for t in tensors) else None
 
 
-def _signature(reader: TensorReader, group: _Group, unit: int, side: int) -> tuple[torch.Tensor, list[torch.Tensor],
-                                                                                    list[torch.Tensor]]:
-    """Per unit, its rows of every row-side tensor and its columns of every column-side one, concatenated."""
-    rows = [reader.full(p.a.name if side == 0 else p.b.name).float().reshape(p.a.shape[0], -1) for p in group.rows]
-    cols = [reader.full(p.a.name if side == 0 else p.b.name).float() for p in group.cols]
-    n = rows[0].shape[0] // unit
-    parts = [r.reshape(n, -1) for r in rows] + [c.t().reshape(n, -1) for c in cols]
-    return torch.cat(parts, dim=1), rows, cols
+def _index(perm_inv: torch.Tensor, size: int) -> torch.Tensor:
+    """Rows (columns) of a tensor of `size` along the unit axis, in A's unit order."""
+    per = size // perm_inv.numel()
+    return (perm_inv[:, None] * per + torch.arange(per)).flatten()
 
 
-def _assign(sim: torch.Tensor) -> torch.Tensor | None:
-    """perm[i]: the unit of A that B's unit i is (maximum total cosine); None when it is no permutation."""
+def _read(reader: TensorReader, group: _Group, side: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The group's row-side tensors as (rows, -1) and its column-side matrices, in float32."""
+    name = (lambda p: p.a.name) if side == 0 else (lambda p: p.b.name)
+    rows = [reader.full(name(p)).float().reshape(p.a.shape[0], -1) for p in group.rows]
+    cols = [reader.full(name(p)).float() for p in group.cols]
+    return rows, cols
+
+
+def _signature(rows: list[torch.Tensor], cols: list[torch.Tensor], n: int) -> torch.Tensor:
+    """Per unit, its rows of every row-side tensor and its columns of every column-side one, concatenated and
+    normalised."""
+    sig = torch.cat([r.reshape(n, -1) for r in rows] + [c.t().reshape(n, -1) for c in cols], dim=1)
+    return sig / sig.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def _assign(sim: torch.Tensor) -> torch.Tensor:
+    """perm[i]: the unit of A that B's unit i is, by maximum total cosine."""
     best = sim.argmax(dim=1)
     if torch.unique(best).numel() == best.numel():
         return best
-    from scipy.optimize import linear_sum_assignment  # ties or a fine-tune blurring the argmax
+    from scipy.optimize import linear_sum_assignment  # ties, or a fine-tune blurring the argmax
 
     r, c = linear_sum_assignment(sim.double().numpy(), maximize=True)
     perm = torch.empty(sim.shape[0], dtype=torch.long)
@@ -115,28 +129,27 @@ def _assign(sim: torch.Tensor) -> torch.Tensor | None:
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     a64, b64 = a.double().flatten(), b.double().flatten()
     den = float(a64.norm() * b64.norm())
-    return float(a64 @ b64) / den if den > 0 else 0.0
+    if den == 0:  # zero tensors (biases initialised to zero) agree when both are zero
+        return 1.0 if bool((a64 == b64).all()) else 0.0
+    return float(a64 @ b64) / den
 
 
-def _match(a: Checkpoint, b: Checkpoint, group: _Group, unit: int) -> tuple[torch.Tensor, float] | None:
-    """Index of B's rows in A's unit order, and the smallest aligned cosine, when a verified permutation."""
+def _match(a: Checkpoint, b: Checkpoint, group: _Group, n: int) -> tuple[torch.Tensor, float] | None:
+    """B's unit at each of A's units, and the smallest aligned cosine, when a verified permutation."""
     ra, rb = a.open(), b.open()
     try:
-        sig_a, rows_a, cols_a = _signature(ra, group, unit, 0)
-        sig_b, rows_b, cols_b = _signature(rb, group, unit, 1)
+        rows_a, cols_a = _read(ra, group, 0)
+        rows_b, cols_b = _read(rb, group, 1)
     finally:
         ra.close()
         rb.close()
-    na = sig_a / sig_a.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    nb = sig_b / sig_b.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    perm = _assign(nb @ na.t())
-    if perm is None or bool((perm == torch.arange(perm.numel())).all()):
+    perm = _assign(_signature(rows_b, cols_b, n) @ _signature(rows_a, cols_a, n).t())
+    if bool((perm == torch.arange(n)).all()):
         return None
-    inv = torch.argsort(perm)  # B's unit that sits at A's unit j
-    index = (inv[:, None] * unit + torch.arange(unit)).flatten()
-    worst = min([_cosine(x, y[index]) for x, y in zip(rows_a, rows_b, strict=True)]
-                + [_cosine(x, y[:, index]) for x, y in zip(cols_a, cols_b, strict=True)])
-    return (index, worst) if worst >= VERIFY_MIN_COSINE else None
+    inv = torch.argsort(perm)  # inv[j]: B's unit that sits at A's unit j
+    worst = min([_cosine(x, y[_index(inv, y.shape[0])]) for x, y in zip(rows_a, rows_b, strict=True)]
+                + [_cosine(x, y[:, _index(inv, y.shape[1])]) for x, y in zip(cols_a, cols_b, strict=True)])
+    return (inv, worst) if worst >= VERIFY_MIN_COSINE else None
 
 
 class PermutedReader(TensorReader):
@@ -195,20 +208,17 @@ def undo_permutations(a: Checkpoint, b: Checkpoint, pairs: list[TensorPair], mod
     perms: dict[str, tuple[int, torch.Tensor]] = {}
     found: list[PermutedGroup] = []
     for group in _groups(pairs, mods):
-        unit = _unit_size(group, b.config or a.config)
-        if unit is None:
-            continue
-        matched = _match(a, b, group, unit)
+        n = _n_units(group, b.config or a.config)
+        matched = _match(a, b, group, n) if n is not None else None
         if matched is None:
             continue
-        index, worst = matched
+        inv, worst = matched
         for p in group.rows:
-            perms[p.b.name] = (0, index)
+            perms[p.b.name] = (0, _index(inv, p.b.shape[0]))
         for p in group.cols:
-            perms[p.b.name] = (1, index)
-        moved = int((index.reshape(-1, unit)[:, 0] // unit != torch.arange(index.numel() // unit)).sum())
-        found.append(PermutedGroup(layer=group.layer, units=group.units, n_units=index.numel() // unit,
-                                   n_moved=moved, min_aligned_cosine=worst,
+            perms[p.b.name] = (1, _index(inv, p.b.shape[1]))
+        found.append(PermutedGroup(layer=group.layer, units=group.units, n_units=inv.numel(),
+                                   n_moved=int((inv != torch.arange(inv.numel())).sum()), min_aligned_cosine=worst,
                                    tensors=tuple(p.name for p in group.rows + group.cols)))
     if not found:
         return None
