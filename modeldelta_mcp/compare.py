@@ -15,7 +15,9 @@ from modeldelta_mcp.diagnosis import diagnose
 from modeldelta_mcp.diagnosis.diagnose import seed_set
 from modeldelta_mcp.diagnosis.fingerprints.claim import base_claim
 from modeldelta_mcp.engine import EngineOptions, run_engine
+from modeldelta_mcp.engine.permutation import undo_permutations
 from modeldelta_mcp.engine.run import pick_device
+from modeldelta_mcp.facts import PermutationFacts
 from modeldelta_mcp.lineage import claim_of
 from modeldelta_mcp.models import (
     BaseInference,
@@ -183,19 +185,28 @@ def compare(
     finally:
         if journal is not None:
             journal.close()
+    mods = run.modules
+    # hidden units of B in another order than A's: re-measure those tensors aligned (only flagged layers are read)
+    undone = undo_permutations(pair.a, pair.b, alignment.pairs, mods, options) if pair.b.adapter is None else None
+    if undone is not None:
+        mods = undone.modules
     bytes_read = _bytes_read(pair, alignment.pairs, done, run.bytes_read, _fetched(pair) - fetched_before)
-    report = build_report(pair, alignment, run.modules, options, time.perf_counter() - t0, bytes_read)
+    report = build_report(pair, alignment, mods, options, time.perf_counter() - t0, bytes_read,
+                          permutation=undone.facts if undone is not None else None)
     if journal is not None and not keep_journal:
         journal.discard()
     return report
 
 
 def build_report(pair: ResolvedPair, alignment: Alignment, mods: list[ModuleDelta], options: EngineOptions,
-                 seconds: float, bytes_read: int, engine: dict[str, Any] | None = None) -> ComparisonReport:
-    """The report of a pair from the engine's modules (`engine`: how the work was split, EngineInfo fields)."""
+                 seconds: float, bytes_read: int, engine: dict[str, Any] | None = None,
+                 permutation: PermutationFacts | None = None) -> ComparisonReport:
+    """The report of a pair from the engine's modules (`engine`: how the work was split, EngineInfo fields;
+    `permutation`: hidden units undone before `mods` were measured)."""
     checkpoints = Checkpoints(a=checkpoint_info(pair.a), b=checkpoint_info(pair.b))
     diagnostics = diagnose(mods, pair.a.spec, pair.b.spec, adapter=pair.b.adapter,
-                           quantization=checkpoints.a.quantization + checkpoints.b.quantization)
+                           quantization=checkpoints.a.quantization + checkpoints.b.quantization,
+                           permutation=permutation)
     claim = base_claim(claim_of(pair.b), pair.a.spec, mods, diagnostics.findings)
     if claim is not None:
         diagnostics.findings.append(claim)

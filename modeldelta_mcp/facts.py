@@ -43,3 +43,22 @@ class BaseClaim:
     relation: str  # adapter | finetune | merge | quantized
     relation_stated: bool  # False: inferred from the files, the card names none
     origin: str  # "card" | "adapter_config"
+
+
+@dataclass(frozen=True)
+class PermutedGroup:
+    """Hidden units of one layer that B holds in another order than A (engine/permutation.py)."""
+
+    layer: int
+    units: str  # "mlp" (intermediate units) | "heads" (attention heads)
+    n_units: int
+    n_moved: int  # units not at their own index
+    min_aligned_cosine: float  # smallest cosine of a coupled tensor with A after undoing the permutation
+    tensors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PermutationFacts:
+    """B's hidden units permuted against A's; the report's rows of these tensors compare the aligned weights."""
+
+    groups: tuple[PermutedGroup, ...]

@@ -22,6 +22,11 @@ FINDING_CODES: tuple[FindingCode, ...] = (
     # ---- method fingerprints (category "method"); diagnostics.method is one of these ----
     FindingCode("identical", "method", ("n_tensors",),
                 "Every compared tensor is bit-equal and no vocabulary axis was resized."),
+    FindingCode("permutation", "method",
+                ("layers", "units", "n_units_moved", "n_tensors", "tensors", "min_aligned_cosine"),
+                "B's hidden units (MLP units: rows of up/gate and columns of down; attention heads: q/k/v row "
+                "blocks and o column blocks) are A's in another order; the metrics compare the aligned weights and "
+                "the recipe continues with what was done after (units: mlp, heads)."),
     FindingCode("unrelated_models", "method",
                 ("fraction_within_null", "median_abs_z", "mean_cosine", "n_matrices", "z_threshold"),
                 "B is not derived from A: the deltas look like two independent initialisations."),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from modeldelta_mcp.diagnosis import seed_thresholds
 from modeldelta_mcp.diagnosis.profiles import profile_tag, seed_findings
-from modeldelta_mcp.diagnosis.recipe import derive, direction
-from modeldelta_mcp.facts import AdapterFacts
+from modeldelta_mcp.diagnosis.recipe import derive, direction, permuted_first
+from modeldelta_mcp.facts import AdapterFacts, PermutationFacts
 from modeldelta_mcp.models import Diagnostics, Finding, ModuleDelta, ProfileTag, QuantGroup
 
 PROFILE_PHRASE = {
@@ -35,11 +35,14 @@ def nonfinite_finding(mods: list[ModuleDelta]) -> Finding | None:
 
 
 def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
-             adapter: AdapterFacts | None = None, quantization: list[QuantGroup] | None = None) -> Diagnostics:
+             adapter: AdapterFacts | None = None, quantization: list[QuantGroup] | None = None,
+             permutation: PermutationFacts | None = None) -> Diagnostics:
     """`adapter`: the facts of a PEFT adapter B (sources/peft_adapter.py), None otherwise; `quantization`: the
-    schemes A's and B's files declare (CheckpointInfo.quantization)."""
+    schemes A's and B's files declare (CheckpointInfo.quantization); `permutation`: hidden units of B the engine
+    put back in A's order (engine/permutation.py; `mods` then compare the aligned weights)."""
     seed_mods = seed_set(mods)
     way, derivation = direction(mods, adapter, derive(mods, adapter, quantization), quantization)
+    derivation = permuted_first(derivation, permutation)
     findings = derivation.findings
     recipe = derivation.recipe
     method = recipe[0]
@@ -48,7 +51,7 @@ def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
     mean_cos = sum(min(1.0, m.cosine_sim) for m in seed_mods) / max(1, len(seed_mods))
     total = sum(m.frob_norm**2 for m in seed_mods) ** 0.5
     tag: ProfileTag
-    if method == "identical":
+    if recipe in (["identical"], ["permutation"]):  # bit-equal, or bit-equal once the permutation is undone
         tag = "identical"
         findings = findings + ([nonfinite] if nonfinite else [])
     else:
@@ -71,7 +74,10 @@ def diagnose(mods: list[ModuleDelta], model_a: str, model_b: str,
         method_desc += f" Recipe: {' → '.join(recipe)}."
     if way == "a_from_b":
         method_desc += f" Direction: {model_a} was derived from {model_b} (the method and recipe describe A)."
-    if tag == "identical":
+    if recipe == ["permutation"]:
+        summary = (f"{model_b} is {model_a} with hidden units permuted (the same function): once the permutation "
+                   f"is undone every compared tensor is bit-equal.{method_desc}")
+    elif tag == "identical":
         summary = f"{model_b} is {PROFILE_PHRASE[tag]} {model_a}: every compared tensor is bit-equal."
     else:
         summary = (

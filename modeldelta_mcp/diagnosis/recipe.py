@@ -10,7 +10,8 @@ on B and hides part of the earlier ones, so the steps are peeled off from the la
    tensors whose every change is a zeroing count as unchanged afterwards;
 3. training: the fingerprints of the remaining changes, the first of the precedence list.
 
-`recipe` lists them in the order they were applied (training, pruning, storage). Every step is a
+`recipe` lists them in the order they were applied (training, pruning, storage), after `permutation`
+when the engine found and undid a permutation of hidden units (the rows then compare aligned weights). Every step is a
 finding with its full evidence. `direction`: lossy steps (casts, quantization, pruning), adapters and
 vocabulary growth only go one way, so the pair is also read with A and B exchanged; when only that
 reading shows a lossy step, A was derived from B and the diagnosis describes A's derivation.
@@ -21,18 +22,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldelta_mcp.diagnosis.fingerprints import DETECTORS, PRECEDENCE, TRANSFORMS
+from modeldelta_mcp.diagnosis.fingerprints import DETECTORS, ENGINE_STEPS, PRECEDENCE, TRANSFORMS
 from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, nnz, numel
 from modeldelta_mcp.diagnosis.fingerprints.declared_quant import detect_declared_quantization
+from modeldelta_mcp.diagnosis.fingerprints.permutation import permutation_finding
 from modeldelta_mcp.diagnosis.fingerprints.sparsity import detect_pruning
 from modeldelta_mcp.diagnosis.fingerprints.transforms import cast_step, quantization_step
-from modeldelta_mcp.facts import AdapterFacts
+from modeldelta_mcp.facts import AdapterFacts, PermutationFacts
 from modeldelta_mcp.models import Direction, Finding, ForensicCounters, ModuleDelta, QuantGroup
 
 # Steps that lose information: they can only have been applied to the derived side.
 LOSSY = ("precision_change", "quantization_roundtrip", "pruning")
 # Fingerprints of how weights were changed before any lossy step (oq_ratio is informative only).
-TRAINING = tuple(c for c in PRECEDENCE if c not in TRANSFORMS and c != "pruning")
+TRAINING = tuple(c for c in PRECEDENCE if c not in TRANSFORMS and c not in ENGINE_STEPS and c != "pruning")
 # Relative change guard of the mirrored reading (the seed's own ratio guard, engine/accumulate.py).
 REL_EPS = 1e-12
 
@@ -120,6 +122,17 @@ def derive(mods: list[ModuleDelta], adapter: AdapterFacts | None = None,
     if oq is not None:
         found["oq_ratio"] = oq
     return Derivation(recipe, _ordered(found), any(s in LOSSY for s in recipe))
+
+
+def permuted_first(derivation: Derivation, facts: PermutationFacts | None) -> Derivation:
+    """The permutation the engine undid as the first step; the rows already compare the aligned weights, so
+    `identical` (bit-identical with nothing undone) gives way to it and any other step follows it."""
+    if facts is None:
+        return derivation
+    found = {f.code: f for f in derivation.findings if f.code != "identical"}
+    found["permutation"] = permutation_finding(facts)
+    rest = [s for s in derivation.recipe if s != "identical"]
+    return Derivation(["permutation", *rest], _ordered(found), derivation.lossy, derivation.extra)
 
 
 def _changed_beyond(changed: list[ModuleDelta], steps: list[str]) -> Finding:

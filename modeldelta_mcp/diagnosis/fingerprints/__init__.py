@@ -32,8 +32,8 @@ from modeldelta_mcp.models import Finding, ModuleDelta, QuantGroup
 
 # diagnostics.method is the first code of this list whose finding holds (docs/contracts.md).
 PRECEDENCE = [
-    "identical", "unrelated_models", "precision_change", "quantization_roundtrip", "pruning", "sparse_delta",
-    "noise_injection", "layer_copy", "lora_adapter", "lora_merge", "bias_only", "vocab_resized",
+    "identical", "permutation", "unrelated_models", "precision_change", "quantization_roundtrip", "pruning",
+    "sparse_delta", "noise_injection", "layer_copy", "lora_adapter", "lora_merge", "bias_only", "vocab_resized",
     "frozen_modules", "full_finetune",
 ]
 
@@ -56,6 +56,9 @@ DETECTORS: dict[str, Detector] = {
     "full_finetune": detect_full_finetune,
     "oq_ratio": detect_oq_ratio,
 }
+
+# Steps the engine establishes and hands over as facts (engine/permutation.py), not read from the rows.
+ENGINE_STEPS = ("permutation",)
 
 # Whole-model transforms: B is A under them (or not A at all). Their footprint (rounding or grid noise, a
 # quantizer's zero level) is no training method: diagnosis/recipe.py peels them off before reading the
@@ -80,4 +83,4 @@ def primary_method(findings: list[Finding]) -> str:
     return "full_finetune"
 
 
-__all__ = ["DETECTORS", "PRECEDENCE", "TRANSFORMS", "detect_all", "primary_method"]
+__all__ = ["DETECTORS", "ENGINE_STEPS", "PRECEDENCE", "TRANSFORMS", "detect_all", "primary_method"]
