@@ -16,6 +16,13 @@ def _mean(values: list[float]) -> float:
     return sum(values) / max(1, len(values))
 
 
+def _finding(code: str, text: tuple[Severity, str, str], value: float, evidence: dict) -> Finding:
+    """A seed finding whose category is its code; text is (severity, title, detail)."""
+    severity, title, detail = text
+    return Finding(code=code, category=code, severity=severity, title=title, detail=detail, metric_value=value,
+                   evidence=evidence)
+
+
 def profile_tag(mean_rel: float) -> ProfileTag:
     if mean_rel < seed_thresholds.FROB_SURGICAL:
         return "surgical"
@@ -59,9 +66,7 @@ def magnitude_finding(mean_rel: float) -> Finding:
                     f"Mean relative change ({mean_rel:.4f}) is very high: continued pre-training, very "
                     "aggressive SFT, or a substantially different model."),
     }
-    text = texts[tag]
-    return Finding(code="magnitude", category="magnitude", severity=text[0], title=text[1], detail=text[2],
-                   metric_value=mean_rel, evidence={"mean_relative_change": mean_rel, "profile_tag": tag})
+    return _finding("magnitude", texts[tag], mean_rel, {"mean_relative_change": mean_rel, "profile_tag": tag})
 
 
 def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
@@ -76,24 +81,20 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
         er = _mean([m.effective_rank or 0.0 for m in svd if m.effective_rank])
         k = svd[0].top_k or 20
         ev = {"mean_concentration_top_k": conc, "mean_effective_rank": er, "top_k": k}
-        if conc > seed_thresholds.CONC_LOW_RANK:
-            out.append(Finding(code="structure", category="structure", severity="info",
-                               title="Semi-structured changes (LoRA-like directions)",
-                               detail=f"Top-{k} singular values capture {conc:.1%} of the change energy: the "
-                               "change is partly concentrated in a low-rank subspace.",
-                               metric_value=conc, evidence=ev))
-        elif conc > seed_thresholds.CONC_FULL_RANK:
-            out.append(Finding(code="structure", category="structure", severity="info",
-                               title="Moderate-rank changes",
-                               detail=f"Top-{k} concentration is {conc:.1%}: spread across many directions "
-                               f"but not uniformly (effective rank ≈ {er:.0f}). Typical of SFT on diverse data.",
-                               metric_value=conc, evidence=ev))
-        else:
-            out.append(Finding(code="structure", category="structure", severity="notable",
-                               title="Full-rank changes (broad weight rewriting)",
-                               detail=f"Top-{k} concentration is only {conc:.1%}: the change spreads over "
-                               f"many directions (effective rank ≈ {er:.0f}); not LoRA-like.",
-                               metric_value=conc, evidence=ev))
+        rank = ("low" if conc > seed_thresholds.CONC_LOW_RANK
+                else "moderate" if conc > seed_thresholds.CONC_FULL_RANK else "full")
+        texts: dict[str, tuple[Severity, str, str]] = {
+            "low": ("info", "Semi-structured changes (LoRA-like directions)",
+                    f"Top-{k} singular values capture {conc:.1%} of the change energy: the "
+                    "change is partly concentrated in a low-rank subspace."),
+            "moderate": ("info", "Moderate-rank changes",
+                         f"Top-{k} concentration is {conc:.1%}: spread across many directions "
+                         f"but not uniformly (effective rank ≈ {er:.0f}). Typical of SFT on diverse data."),
+            "full": ("notable", "Full-rank changes (broad weight rewriting)",
+                     f"Top-{k} concentration is only {conc:.1%}: the change spreads over "
+                     f"many directions (effective rank ≈ {er:.0f}); not LoRA-like."),
+        }
+        out.append(_finding("structure", texts[rank], conc, ev))
 
     attn = [m for m in mods if m.role in ATTN_ROLES and m.has_svd]
     mlp = [m for m in mods if m.role in MLP_ROLES and m.has_svd]
@@ -101,17 +102,15 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
         am, mm = _mean([m.frob_norm_relative for m in attn]), _mean([m.frob_norm_relative for m in mlp])
         ratio = am / (mm + 1e-12)
         ev = {"attention_mean": am, "mlp_mean": mm, "ratio": ratio}
+        text: tuple[Severity, str, str]
         if ratio > seed_thresholds.ATTN_MLP_BALANCED:
-            out.append(Finding(code="attention", category="attention", severity="info",
-                               title="Balanced attention/MLP changes",
-                               detail=f"Attention ({am:.4f}) and MLP ({mm:.4f}) changed roughly equally "
-                               f"(ratio {ratio:.2f}).", metric_value=ratio, evidence=ev))
+            text = ("info", "Balanced attention/MLP changes",
+                    f"Attention ({am:.4f}) and MLP ({mm:.4f}) changed roughly equally (ratio {ratio:.2f}).")
         else:
-            out.append(Finding(code="attention", category="attention", severity="notable",
-                               title="MLP changed more than attention",
-                               detail=f"MLP ({mm:.4f}) changed more than attention ({am:.4f}), ratio "
-                               f"{ratio:.2f}: the feed-forward (knowledge) pathway absorbed more of the update.",
-                               metric_value=ratio, evidence=ev))
+            text = ("notable", "MLP changed more than attention",
+                    f"MLP ({mm:.4f}) changed more than attention ({am:.4f}), ratio "
+                    f"{ratio:.2f}: the feed-forward (knowledge) pathway absorbed more of the update.")
+        out.append(_finding("attention", text, ratio, ev))
 
     head = [m for m in mods if m.role in HEAD_ROLES]
     if head:
@@ -129,17 +128,15 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
     norms = [m for m in mods if m.role == "norm"]
     if norms:
         ln = _mean([m.frob_norm_relative for m in norms])
+        ev_ln = {"mean_relative_change": ln, "n": len(norms)}
         if ln < seed_thresholds.LN_UNTOUCHED:
-            out.append(Finding(code="layernorm", category="layernorm", severity="info",
-                               title="Norm weights nearly untouched",
-                               detail=f"Norm mean change is {ln:.6f}: essentially frozen, as in standard SFT.",
-                               metric_value=ln, evidence={"mean_relative_change": ln, "n": len(norms)}))
+            out.append(_finding("layernorm", ("info", "Norm weights nearly untouched",
+                                              f"Norm mean change is {ln:.6f}: essentially frozen, as in standard "
+                                              "SFT."), ln, ev_ln))
         elif ln > seed_thresholds.LN_MODIFIED:
-            out.append(Finding(code="layernorm", category="layernorm", severity="notable",
-                               title="Norm weights significantly modified",
-                               detail=f"Norm mean change is {ln:.4f}: training shifted representations enough "
-                               "to recalibrate the normalisation layers.",
-                               metric_value=ln, evidence={"mean_relative_change": ln, "n": len(norms)}))
+            out.append(_finding("layernorm", ("notable", "Norm weights significantly modified",
+                                              f"Norm mean change is {ln:.4f}: training shifted representations "
+                                              "enough to recalibrate the normalisation layers."), ln, ev_ln))
 
     ln_by_layer = layer_norms(mods)
     if len(ln_by_layer) >= seed_thresholds.MIN_LAYERS_FOR_PROFILE:
