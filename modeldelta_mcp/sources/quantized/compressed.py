@@ -27,15 +27,8 @@ import torch
 
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources.checkpoint import TensorRef
-from modeldelta_mcp.sources.quantized.base import (
-    QuantEntry,
-    QuantIndex,
-    QuantScheme,
-    corrupt,
-    packed_len,
-    quant_ref,
-    unpack_bits,
-)
+from modeldelta_mcp.sources.quantized import base
+from modeldelta_mcp.sources.quantized.base import QuantEntry, QuantIndex, QuantScheme
 
 PACKED = "pack-quantized"
 UNPACKED = ("int-quantized", "naive-quantized", "float-quantized")
@@ -123,7 +116,7 @@ def _dequant(fmt: str, args: dict[str, Any], scheme: QuantScheme, shape: tuple[i
     def dequant(p: dict[str, torch.Tensor]) -> torch.Tensor:
         out, n_in = shape
         if fmt == PACKED:
-            q = unpack_bits(p["packed"], bits, n_in, dim=1) - (1 << (bits - 1))
+            q = base.unpack_bits(p["packed"], bits, n_in, dim=1) - (1 << (bits - 1))
         else:
             q = p["weight"]
         q = q.float()
@@ -132,7 +125,7 @@ def _dequant(fmt: str, args: dict[str, Any], scheme: QuantScheme, shape: tuple[i
         zp = p.get("zero_point")
         if zp is not None:
             if fmt == PACKED and gran in ("per_group", "per_row"):
-                zp = unpack_bits(zp, bits, out, dim=0) - (1 << (bits - 1))
+                zp = base.unpack_bits(zp, bits, out, dim=0) - (1 << (bits - 1))
             q = q - _broadcast(zp.float().reshape(s.shape), shape, gran, args, g_idx)
         return q * _broadcast(s, shape, gran, args, g_idx)
 
@@ -165,27 +158,27 @@ def index_compressed(stored: dict[str, TensorRef], root: Path, cfg: dict[str, An
                 raise SourceError(f"{root}: packed module {module} has no {module}.weight_shape")
             shape = _stored_shape(root, shape_ref)
             bits = scheme.bits or 8
-            want = (shape[0], packed_len(shape[1], bits))
+            want = (shape[0], base.packed_len(shape[1], bits))
             if ref.shape != want:
-                raise corrupt(root / ref.file, name, f"shape {list(ref.shape)}, {list(want)} expected for "
+                raise base.corrupt(root / ref.file, name, f"shape {list(ref.shape)}, {list(want)} expected for "
                               f"{shape[0]}×{shape[1]} at {bits} bits")
             parts["packed"] = name
             used.add(shape_ref.name)
         else:
             if len(ref.shape) != 2:
-                raise corrupt(root / ref.file, name, f"shape {list(ref.shape)}, a 2-D weight expected")
+                raise base.corrupt(root / ref.file, name, f"shape {list(ref.shape)}, a 2-D weight expected")
             shape = (ref.shape[0], ref.shape[1])
             parts["weight"] = name
         if scheme.granularity == "per_group" and scheme.group_size and f"{module}.weight_g_idx" not in stored:
             want_groups = math.ceil(shape[1] / scheme.group_size)
             if scale.shape != (shape[0], want_groups):
-                raise corrupt(root / scale.file, scale.name, f"shape {list(scale.shape)}, "
+                raise base.corrupt(root / scale.file, scale.name, f"shape {list(scale.shape)}, "
                               f"{[shape[0], want_groups]} expected at group size {scheme.group_size}")
         for role, suffix in (("zero_point", "weight_zero_point"), ("g_idx", "weight_g_idx")):
             if f"{module}.{suffix}" in stored:
                 parts[role] = f"{module}.{suffix}"
         wname = f"{module}.weight"
-        index.entries[wname] = QuantEntry(quant_ref(wname, shape, ref.file, name, scheme), parts, scheme,
+        index.entries[wname] = QuantEntry(base.quant_ref(wname, shape, ref.file, name, scheme), parts, scheme,
                                           _dequant(fmt, args, scheme, shape))
         used.update(parts.values())
     for name, ref in stored.items():
@@ -200,5 +193,5 @@ def _stored_shape(root: Path, ref: TensorRef) -> tuple[int, int]:
     with safe_open(str(root / ref.file), framework="pt") as f:
         vals = [int(v) for v in f.get_tensor(ref.name).reshape(-1).tolist()]
     if len(vals) != 2 or min(vals) <= 0:
-        raise corrupt(root / ref.file, ref.name, f"weight_shape {vals} is not a 2-D shape")
+        raise base.corrupt(root / ref.file, ref.name, f"weight_shape {vals} is not a 2-D shape")
     return vals[0], vals[1]

@@ -93,6 +93,18 @@ def _need(stored: dict[str, TensorRef], root: Path, prefix: str, part: str) -> T
     return ref
 
 
+def _packed_parts(stored: dict[str, TensorRef], root: Path, prefix: str,
+                  ) -> tuple[TensorRef, TensorRef, TensorRef, Path]:
+    """A packed module's qweight, qzeros and scales (GPTQ and AWQ name them alike), and the qweight's file."""
+    qw = _need(stored, root, prefix, "qweight")
+    qz = _need(stored, root, prefix, "qzeros")
+    sc = _need(stored, root, prefix, "scales")
+    path = root / qw.file
+    if len(qw.shape) != 2 or len(sc.shape) != 2:
+        raise corrupt(path, qw.name, f"qweight {list(qw.shape)} and scales {list(sc.shape)} must be 2-D")
+    return qw, qz, sc, path
+
+
 def _gptq_dequant(bits: int, n_in: int, n_out: int, v1: bool, group: int | None):
     def dequant(p: dict[str, torch.Tensor]) -> torch.Tensor:
         q = unpack_bits(p["qweight"], bits, n_in, dim=0)  # [in, out]
@@ -114,13 +126,8 @@ def index_gptq(stored: dict[str, TensorRef], root: Path, cfg: dict[str, Any]) ->
     index = QuantIndex("gptq")
     used: set[str] = set()
     for prefix in _modules(stored):
-        qw = _need(stored, root, prefix, "qweight")
-        qz = _need(stored, root, prefix, "qzeros")
-        sc = _need(stored, root, prefix, "scales")
+        qw, qz, sc, path = _packed_parts(stored, root, prefix)
         gi = stored.get(f"{prefix}.g_idx")
-        path = root / qw.file
-        if len(qw.shape) != 2 or len(sc.shape) != 2:
-            raise corrupt(path, qw.name, f"qweight {list(qw.shape)} and scales {list(sc.shape)} must be 2-D")
         groups, n_out = sc.shape
         n_in = gi.shape[0] if gi is not None else qw.shape[0] * 32 // bits
         if qw.shape[0] != packed_len(n_in, bits) or qw.shape[1] != n_out:
@@ -164,12 +171,7 @@ def index_awq(stored: dict[str, TensorRef], root: Path, cfg: dict[str, Any]) -> 
     index = QuantIndex("awq")
     used: set[str] = set()
     for prefix in _modules(stored):
-        qw = _need(stored, root, prefix, "qweight")
-        sc = _need(stored, root, prefix, "scales")
-        qz = _need(stored, root, prefix, "qzeros")
-        path = root / qw.file
-        if len(qw.shape) != 2 or len(sc.shape) != 2:
-            raise corrupt(path, qw.name, f"qweight {list(qw.shape)} and scales {list(sc.shape)} must be 2-D")
+        qw, qz, sc, path = _packed_parts(stored, root, prefix)
         groups, n_out = sc.shape
         n_in = qw.shape[0]
         if qw.shape[1] != packed_len(n_out, AWQ_BITS):
