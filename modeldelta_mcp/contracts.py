@@ -10,7 +10,6 @@ fingerprints. Nothing here is written by hand, so the document cannot drift from
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from modeldelta_mcp.generate import generator_main
 from modeldelta_mcp.store import atomic_write_text
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "contracts.md"
@@ -143,19 +143,15 @@ def drifted(path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modeldelta_mcp.contracts", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 on drift")
-    parser.add_argument("--path", type=Path, default=DEFAULT_PATH, help=f"output file (default {DEFAULT_PATH})")
-    args = parser.parse_args(argv)
-    if args.check:
-        if drifted(args.path):
-            print(f"{args.path} is out of date; run python -m modeldelta_mcp.contracts", file=sys.stderr)
-            return 1
-        print(f"{args.path} matches the code")
-        return 0
-    atomic_write_text(args.path, render())
-    print(args.path)
-    return 0
+    def check(path: Path) -> tuple[str | None, str]:
+        return (f"{path} is out of date" if drifted(path) else None, f"{path} matches the code")
+
+    def write(path: Path) -> list[Path]:
+        atomic_write_text(path, render())
+        return [path]
+
+    return generator_main("modeldelta_mcp.contracts", __doc__ or "", "path", DEFAULT_PATH, "output file", check,
+                          write, argv)
 
 
 if __name__ == "__main__":

@@ -9,34 +9,25 @@ report.schema.json for the full report (`-o report.json`, resource modeldelta://
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from modeldelta_mcp.models import (
-    CompareManyAnswer,
-    CompareSummary,
-    ComparisonReport,
-    DiagnosisAnswer,
-    FindBaseAnswer,
-    InspectAnswer,
-    LayerProfileAnswer,
-    TopModulesAnswer,
-)
+from modeldelta_mcp import models
+from modeldelta_mcp.generate import generator_main
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMAS: dict[str, type[BaseModel]] = {
-    "report": ComparisonReport,
-    "compare_checkpoints": CompareSummary,
-    "get_diagnosis": DiagnosisAnswer,
-    "top_changed_modules": TopModulesAnswer,
-    "layer_profile": LayerProfileAnswer,
-    "inspect_checkpoint": InspectAnswer,
-    "compare_many": CompareManyAnswer,
-    "find_base": FindBaseAnswer,
+    "report": models.ComparisonReport,
+    "compare_checkpoints": models.CompareSummary,
+    "get_diagnosis": models.DiagnosisAnswer,
+    "top_changed_modules": models.TopModulesAnswer,
+    "layer_profile": models.LayerProfileAnswer,
+    "inspect_checkpoint": models.InspectAnswer,
+    "compare_many": models.CompareManyAnswer,
+    "find_base": models.FindBaseAnswer,
 }
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -76,21 +67,13 @@ def write(directory: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modeldelta_mcp.schemas", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 on drift")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"output directory (default {DEFAULT_DIR})")
-    args = parser.parse_args(argv)
-    if args.check:
-        stale = drift(args.dir)
-        if stale:
-            print(f"schemas out of date in {args.dir}: {', '.join(stale)}; run python -m modeldelta_mcp.schemas",
-                  file=sys.stderr)
-            return 1
-        print(f"{len(SCHEMAS)} schemas in {args.dir} match the models")
-        return 0
-    for path in write(args.dir):
-        print(path)
-    return 0
+    def check(directory: Path) -> tuple[str | None, str]:
+        stale = drift(directory)
+        return (f"schemas out of date in {directory}: {', '.join(stale)}" if stale else None,
+                f"{len(SCHEMAS)} schemas in {directory} match the models")
+
+    return generator_main("modeldelta_mcp.schemas", __doc__ or "", "dir", DEFAULT_DIR, "output directory", check,
+                          write, argv)
 
 
 if __name__ == "__main__":
