@@ -19,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import cast
 
 import torch
 
@@ -35,8 +37,12 @@ from modeldelta_mcp.engine.run import (  # the single-pair engine's stages, shar
     _EigStage,
     available_cores,
     build_module,
+    join_lanes,
+    next_result,
     pick_device,
+    put_until_stopped,
     read_delta_block,
+    spectrum_accumulator,
 )
 from modeldelta_mcp.engine.spectrum import GramAccumulator
 from modeldelta_mcp.errors import ModelDeltaError
@@ -259,14 +265,7 @@ def _one_pass(base: Checkpoint, candidates: list[Candidate], options: EngineOpti
     stop = threading.Event()
     done_marker = object()
 
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    put = partial(put_until_stopped, ready, stop)
 
     def produce() -> None:
         torch.set_num_threads(HELPER_THREADS)
@@ -333,13 +332,10 @@ def _one_pass(base: Checkpoint, candidates: list[Candidate], options: EngineOpti
     def collect(block: bool) -> None:
         nonlocal pending, finished, bytes_done
         while pending:
-            try:
-                got = results.get(timeout=0.1) if block else results.get_nowait()
-            except queue.Empty:
+            got = next_result(results, block)
+            if got is None:
                 return
-            if isinstance(got, BaseException):
-                raise got
-            serial, module = got
+            serial, module = cast(tuple[int, ModuleDelta], got)
             pending -= 1
             modules[serial] = module
             finished += 1
@@ -350,16 +346,6 @@ def _one_pass(base: Checkpoint, candidates: list[Candidate], options: EngineOpti
                                   f"{module.name}", int(bytes_done), bytes_total))
             if block:
                 return
-
-    def start(serial: int) -> tuple[GramAccumulator | None, FastSpectrum | None]:
-        plan = plan_of[serial]
-        if not (plan.spectral and spectral_wanted):
-            return None, None
-        if options.spectrum == "fast":
-            fast = FastSpectrum.maybe(plan, options.top_k, device)
-            if fast is not None:
-                return None, fast
-        return GramAccumulator(plan.gram_size, plan.gram_of_rows, device, plan.precision), None
 
     active: dict[int, tuple[GramAccumulator | None, FastSpectrum | None]] = {}
     try:
@@ -384,7 +370,7 @@ def _one_pass(base: Checkpoint, candidates: list[Candidate], options: EngineOpti
                 continue
             serial, d, acc = got
             if serial not in active:
-                active[serial] = start(serial)
+                active[serial] = spectrum_accumulator(plan_of[serial], spectral_wanted, options, device)
             gram, fast = active[serial]
             if gram is not None:
                 gram.add(d)
@@ -408,13 +394,7 @@ def _one_pass(base: Checkpoint, candidates: list[Candidate], options: EngineOpti
     finally:
         stop.set()
         eig.close()
-        for t in threads:
-            while t.is_alive():
-                try:
-                    ready.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            t.join()
+        join_lanes(ready, threads)
     out: list[CandidateResult] = []
     for c, cand in enumerate(candidates):
         if c in failed:

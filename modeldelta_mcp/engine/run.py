@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import cast
 
 import torch
 
@@ -295,6 +297,57 @@ class _Cancelled(Exception):
     pass
 
 
+# Seconds a blocked queue operation waits before looking at the stop flag or cancellation again.
+POLL_S = 0.1
+
+
+def put_until_stopped(ready: queue.Queue, stop: threading.Event, item: object) -> bool:
+    """Put `item` on a bounded queue, giving up (False) once `stop` is set: a reader lane must not block
+    forever on a queue nobody drains after the calling thread failed."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def join_lanes(ready: queue.Queue, lanes: list[threading.Thread]) -> None:
+    """Wait for the reader lanes (after `stop` was set), draining their queue so none stays blocked."""
+    for t in lanes:
+        while t.is_alive():
+            try:
+                ready.get(timeout=POLL_S / 2)
+            except queue.Empty:
+                pass
+        t.join()
+
+
+def next_result(results: queue.SimpleQueue, block: bool) -> object | None:
+    """The next finished result (waiting up to POLL_S when `block`), None when there is none yet; an error a
+    stage handed over is raised here, in the calling thread."""
+    try:
+        item = results.get(timeout=POLL_S) if block else results.get_nowait()
+    except queue.Empty:
+        return None
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+def spectrum_accumulator(plan: PairPlan, spectral_wanted: bool, options: EngineOptions,
+                         device: torch.device) -> tuple[GramAccumulator | None, FastSpectrum | None]:
+    """A tensor's spectrum accumulator: a Gram (exact), a sketch (fast), or none."""
+    if not (plan.spectral and spectral_wanted):
+        return None, None
+    if options.spectrum == "fast":
+        fast = FastSpectrum.maybe(plan, options.top_k, device)
+        if fast is not None:
+            return None, fast
+    return GramAccumulator(plan.gram_size, plan.gram_of_rows, device, plan.precision), None
+
+
 def run_engine(
     a: Checkpoint,
     b: Checkpoint,
@@ -331,14 +384,7 @@ def run_engine(
     next_todo = iter(todo)  # lanes take the next tensor when free (balances unequal tensor sizes)
     take_lock = threading.Lock()
 
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    put = partial(put_until_stopped, ready, stop)
 
     def produce() -> None:
         torch.set_num_threads(HELPER_THREADS)
@@ -375,13 +421,10 @@ def run_engine(
     def collect(block: bool) -> None:
         nonlocal finished, bytes_done
         while True:
-            try:
-                item = results.get(timeout=0.1) if block else results.get_nowait()
-            except queue.Empty:
+            item = next_result(results, block)
+            if item is None:
                 return
-            if isinstance(item, BaseException):
-                raise item
-            idx, module = item
+            idx, module = cast(tuple[int, ModuleDelta], item)
             known[idx] = module
             finished += 1
             bytes_done += pairs[idx].nbytes
@@ -396,17 +439,6 @@ def run_engine(
     def check_cancel() -> None:
         if cancel is not None and cancel.is_set():
             raise _Cancelled
-
-    def start(i: int) -> tuple[GramAccumulator | None, FastSpectrum | None]:
-        """The spectrum accumulator of tensor i: a Gram (exact), a sketch (fast), or none."""
-        plan = plans[i]
-        if not (plan.spectral and spectral_wanted):
-            return None, None
-        if options.spectrum == "fast":
-            fast = FastSpectrum.maybe(plan, options.top_k, device)
-            if fast is not None:
-                return None, fast
-        return GramAccumulator(plan.gram_size, plan.gram_of_rows, device, plan.precision), None
 
     def finish(i: int, gram: GramAccumulator | None, fast: FastSpectrum | None, acc: DeltaAccumulator) -> None:
         pair, plan = pairs[i], plans[i]
@@ -435,7 +467,7 @@ def run_engine(
                 raise item
             i, d, acc = item
             if i not in active:
-                active[i] = start(i)
+                active[i] = spectrum_accumulator(plans[i], spectral_wanted, options, device)
             gram, fast = active[i]
             t0 = time.perf_counter()
             if gram is not None:
@@ -459,13 +491,7 @@ def run_engine(
     finally:
         stop.set()
         eig.close()
-        for t in readers_threads:
-            while t.is_alive():
-                try:
-                    ready.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            t.join()
+        join_lanes(ready, readers_threads)
     return EngineRun(modules=[known[i] for i in range(len(pairs))], bytes_read=bytes_read,
                      stages=StageSeconds(reader=busy["reader"], gram=busy["gram"], eig=eig.busy,
                                          wait_eig=busy["wait_eig"]),
