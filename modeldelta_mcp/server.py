@@ -41,6 +41,7 @@ from modeldelta_mcp.models import (
 )
 from modeldelta_mcp.progress import Progress
 from modeldelta_mcp.render import render_report
+from modeldelta_mcp.select import TensorFilter
 from modeldelta_mcp.service import ReportService
 from modeldelta_mcp.store import REPORT_ID_PATTERN, ResultStore
 
@@ -105,6 +106,14 @@ ManySortBy = Annotated[ManySortKey, Field(
     description="Ranking column: mean_relative_change (closest to the base first), mean_cosine_sim (most similar "
                 "first), oq (highest first), profile_tag (identical to extreme), method, candidate.")]
 RoleFilter = Annotated[Role | None, Field(description="Only modules of this role (e.g. attn_o, mlp_down, embed).")]
+
+# Parameter groups shared by several tools (server.tool composes the signatures from them).
+PAIR_PARAMS = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=kind)
+               for name, kind in (("model_a", OptionalSpec), ("model_b", OptionalSpec), ("report_id", ReportId))]
+FILTER_PARAMS = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=kind)
+                 for name, kind in (("include", Include), ("exclude", Exclude), ("layers", Layers))]
+# Parameters of a tool's answer function that the server fills (never in the input schema).
+SERVED = frozenset({"ctx", "access", "selection", "report"})
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=True, destructive_hint=False,
                             idempotent_hint=True)
@@ -253,15 +262,6 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         roots = _state(ctx).roots
         return AllowedRoots(roots + (roots_from_uris(str(r.uri) for r in client.roots) if client else []))
 
-    async def _read(ctx: Context, client_roots: ListRootsResult | None, model_a: str | None, model_b: str | None,
-                    report_id: str | None, include: list[str] | None = None, exclude: list[str] | None = None,
-                    layers: str | None = None) -> ComparisonReport:
-        """The reading tools' report: by report_id, or for the pair (and filter) under any options."""
-        from modeldelta_mcp.select import TensorFilter
-
-        return await _state(ctx).service.report(model_a, model_b, report_id, access=_access(ctx, client_roots),
-                                                sink=_sink(ctx), selection=TensorFilter.of(include, exclude, layers))
-
     # ---- progress: the running comparison's, as MCP progress notifications ------------------------
 
     def _sink(ctx: Context) -> Callable[[Progress], Any]:
@@ -277,20 +277,55 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         return sink
 
     # ---- tools ------------------------------------------------------------------------------------
+    # Each tool is written as `answer(own parameters, served ones) -> answer model`; `tool` below composes its
+    # signature (the SDK reads the input schema from it) from parameter groups written once: the pair or
+    # report_id of the reading tools, the tensor filter, and what the server fills in (ctx, client roots).
 
-    @_tool(server, title="Compare two checkpoints", annotations=READ_ONLY)
-    async def compare_checkpoints(
-        model_b: ModelSpec,
-        model_a: BaseSpec = None,
-        top_k: TopK = 20,
-        spectrum: Spectrum = "exact",
-        include: Include = None,
-        exclude: Exclude = None,
-        layers: Layers = None,
-        *,
-        ctx: Context,
-        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_compare)],
-    ) -> Annotated[CallToolResult, CompareSummary]:
+    def tool(title: str, text: Callable[[Any], str], roots: Callable[..., ListRoots | None], *,
+             reads_report: bool = False, filters: bool = False) -> Callable[[Callable[..., Any]], Any]:
+        """Register `answer` as a tool. Served parameters, by name: `ctx`, `access` (allowed roots with the
+        client's), `selection` (the tensor filter) and `report` (reading tools: found by report_id or pair)."""
+
+        def decorator(answer: Callable[..., Any]) -> Any:
+            own = inspect.signature(answer, eval_str=True)
+            mine = [p for p in own.parameters.values() if p.name not in SERVED]
+            leading = [*PAIR_PARAMS, *FILTER_PARAMS] if reads_report else []
+            trailing = FILTER_PARAMS if filters and not reads_report else []
+            injected = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context),
+                        inspect.Parameter("client_roots", inspect.Parameter.KEYWORD_ONLY,
+                                          annotation=Annotated[ListRootsResult | None, Resolve(roots)])]
+
+            async def call(**kwargs: Any) -> CallToolResult:
+                ctx, client_roots = kwargs.pop("ctx"), kwargs.pop("client_roots")
+                with _tool_errors():  # a bad filter or path is the caller's error, one line
+                    access = _access(ctx, client_roots)
+                    served: dict[str, Any] = {"ctx": ctx, "access": access}
+                    if reads_report or filters:
+                        served["selection"] = TensorFilter.of(*(kwargs.pop(p.name, None) for p in FILTER_PARAMS))
+                    if reads_report:
+                        pair = [kwargs.pop(p.name, None) for p in PAIR_PARAMS]
+                        served["report"] = await _state(ctx).service.report(
+                            *pair, access=access, sink=_sink(ctx), selection=served["selection"])
+                    result = answer(**kwargs, **{k: v for k, v in served.items() if k in own.parameters})
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return _result(result, text(result))
+
+            signature = inspect.Signature([*leading, *mine, *trailing, *injected],
+                                          return_annotation=Annotated[CallToolResult, own.return_annotation])
+            call.__signature__ = signature  # type: ignore[attr-defined]
+            call.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+            call.__annotations__["return"] = signature.return_annotation
+            call.__name__ = call.__qualname__ = answer.__name__
+            call.__doc__ = answer.__doc__
+            return _tool(server, title=title, annotations=READ_ONLY)(call)
+
+        return decorator
+
+    @tool("Compare two checkpoints", answers.summary_text, roots_for_compare, filters=True)
+    async def compare_checkpoints(model_b: ModelSpec, model_a: BaseSpec = None, top_k: TopK = 20,
+                                  spectrum: Spectrum = "exact", *, ctx: Context, access: AllowedRoots,
+                                  selection: TensorFilter) -> CompareSummary:
         """How was checkpoint B made from checkpoint A? Compares every tensor (relative change, cosine,
         sparsity, exact singular-value spectrum) and diagnoses the method: fine-tune, LoRA merge, precision
         change, quantization round-trip, pruning, noise, frozen layers, resized vocabulary, unrelated models.
@@ -305,119 +340,61 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         include/exclude/layers: hub weights are then fetched tensor by tensor, nothing else downloaded.
         """
         from modeldelta_mcp.engine import EngineOptions
-        from modeldelta_mcp.select import TensorFilter
 
-        with _tool_errors():
-            report = await _state(ctx).service.report_for_pair(
-                model_a, model_b, EngineOptions(top_k=top_k, spectrum=spectrum), access=_access(ctx, client_roots),
-                sink=_sink(ctx), selection=TensorFilter.of(include, exclude, layers))
-            answer = answers.summary(report)
-            return _result(answer, answers.summary_text(answer))
+        report = await _state(ctx).service.report_for_pair(
+            model_a, model_b, EngineOptions(top_k=top_k, spectrum=spectrum), access=access, sink=_sink(ctx),
+            selection=selection)
+        return answers.summary(report)
 
-    @_tool(server, title="Diagnosis of a comparison", annotations=READ_ONLY)
-    async def get_diagnosis(
-        model_a: OptionalSpec = None,
-        model_b: OptionalSpec = None,
-        report_id: ReportId = None,
-        include: Include = None,
-        exclude: Exclude = None,
-        layers: Layers = None,
-        *,
-        ctx: Context,
-        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pair)],
-    ) -> Annotated[CallToolResult, DiagnosisAnswer]:
+    @tool("Diagnosis of a comparison", answers.diagnosis_text, roots_for_pair, reads_report=True)
+    def get_diagnosis(report: ComparisonReport) -> DiagnosisAnswer:
         """The verdict on how B was made from A: profile tag (identical/surgical/standard/heavy/extreme),
         the method code (e.g. lora_merge, full_finetune, precision_change), a one-paragraph summary and every
         finding with its evidence. Give the report_id from compare_checkpoints, or the same model_a/model_b.
         Cheap when the pair was already compared (answers from the store); otherwise it runs the comparison
         first, like compare_checkpoints. Next: top_changed_modules or layer_profile to check the evidence.
         """
-        with _tool_errors():
-            report = await _read(ctx, client_roots, model_a, model_b, report_id, include, exclude, layers)
-            answer = answers.diagnosis(report)
-            return _result(answer, answers.diagnosis_text(answer))
+        return answers.diagnosis(report)
 
-    @_tool(server, title="Most changed modules", annotations=READ_ONLY)
-    async def top_changed_modules(
-        model_a: OptionalSpec = None,
-        model_b: OptionalSpec = None,
-        report_id: ReportId = None,
-        include: Include = None,
-        exclude: Exclude = None,
-        layers: Layers = None,
+    @tool("Most changed modules", answers.top_modules_text, roots_for_pair, reads_report=True)
+    def top_changed_modules(
+        report: ComparisonReport,
         n: TopN = 20,
         sort_by: SortBy = "frob_norm_relative",
         role: RoleFilter = None,
         include_forensics: Annotated[bool, Field(
             description="Also return each module's fingerprint counters (about 2 KB per module).")] = False,
-        *,
-        ctx: Context,
-        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pair)],
-    ) -> Annotated[CallToolResult, TopModulesAnswer]:
+    ) -> TopModulesAnswer:
         """Which tensors changed most: the top n modules ranked by a metric, each with every metric of the
         report (relative change, cosine, sparsity, effective/stable rank, top singular values, dtypes,
         shapes; about 1 KB per module). Filter by role (attn_q, attn_o, mlp_down, embed, norm, ...). Give the
         report_id from compare_checkpoints, or the same model_a/model_b. Cheap when the pair was already compared.
         """
-        with _tool_errors():
-            report = await _read(ctx, client_roots, model_a, model_b, report_id, include, exclude, layers)
-            answer = answers.top_modules(report, n, sort_by, role, include_forensics)
-            return _result(answer, answers.top_modules_text(answer))
+        return answers.top_modules(report, n, sort_by, role, include_forensics)
 
-    @_tool(server, title="Per-layer change profile", annotations=READ_ONLY)
-    async def layer_profile(
-        model_a: OptionalSpec = None,
-        model_b: OptionalSpec = None,
-        report_id: ReportId = None,
-        include: Include = None,
-        exclude: Exclude = None,
-        layers: Layers = None,
-        *,
-        ctx: Context,
-        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pair)],
-    ) -> Annotated[CallToolResult, LayerProfileAnswer]:
+    @tool("Per-layer change profile", answers.layer_profile_text, roots_for_pair, reads_report=True)
+    def layer_profile(report: ComparisonReport) -> LayerProfileAnswer:
         """Where in depth the change sits: for every layer and role (attn_q, attn_o, mlp_up, ...), the relative
         change, cosine similarity, effective rank and top-k energy concentration of its weight delta (heatmap
         data; frozen layers show 0). Give the report_id from compare_checkpoints, or the same model_a/model_b.
         Cheap when the pair was already compared.
         """
-        with _tool_errors():
-            report = await _read(ctx, client_roots, model_a, model_b, report_id, include, exclude, layers)
-            answer = answers.layer_profile(report)
-            return _result(answer, answers.layer_profile_text(answer))
+        return answers.layer_profile(report)
 
-    @_tool(server, title="Inspect one checkpoint", annotations=READ_ONLY)
-    async def inspect_checkpoint(
-        model: ModelSpec,
-        *,
-        ctx: Context,
-        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_model)],
-    ) -> Annotated[CallToolResult, InspectAnswer]:
+    @tool("Inspect one checkpoint", answers.inspect_text, roots_for_model)
+    async def inspect_checkpoint(model: ModelSpec, *, ctx: Context, access: AllowedRoots) -> InspectAnswer:
         """What one checkpoint holds, from its file headers only (no tensor data read, always cheap for local
         files): architecture, weight files, tensor and parameter counts, dtypes, layers, tensors per role and
         the largest tensors. Use it to check a path or repo id before compare_checkpoints.
         """
         from modeldelta_mcp.inspection import describe
 
-        with _tool_errors():
-            ckpt = await _state(ctx).service.resolve_one(model, _access(ctx, client_roots), subset=True)
-            answer = describe(ckpt)
-            return _result(answer, answers.inspect_text(answer))
+        return describe(await _state(ctx).service.resolve_one(model, access, subset=True))
 
-    @_tool(server, title="Rank candidates against one base", annotations=READ_ONLY)
-    async def compare_many(
-        base: ModelSpec,
-        candidates: Candidates,
-        top_k: TopK = 20,
-        spectrum: Spectrum = "exact",
-        sort_by: ManySortBy = "mean_relative_change",
-        include: Include = None,
-        exclude: Exclude = None,
-        layers: Layers = None,
-        *,
-        ctx: Context,
-        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_many)],
-    ) -> Annotated[CallToolResult, CompareManyAnswer]:
+    @tool("Rank candidates against one base", answers.compare_many_text, roots_for_many, filters=True)
+    async def compare_many(base: ModelSpec, candidates: Candidates, top_k: TopK = 20, spectrum: Spectrum = "exact",
+                           sort_by: ManySortBy = "mean_relative_change", *, ctx: Context, access: AllowedRoots,
+                           selection: TensorFilter) -> CompareManyAnswer:
         """Which of these derivatives of one base stayed closest to it, or changed attention most? Compares
         every candidate with the base in ONE pass over the base (each base tensor is read once) and returns
         a ranking table: per candidate its profile tag, method, recipe, mean relative change, mean cosine,
@@ -431,26 +408,16 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         mean_relative_change or mean_cosine_sim), oq highest first.
         """
         from modeldelta_mcp.engine import EngineOptions
-        from modeldelta_mcp.select import TensorFilter
         from modeldelta_mcp.selection.many import compare_many as run
 
-        with _tool_errors():
-            state = _state(ctx)
-            answer = await run(state.service, base, list(candidates), EngineOptions(top_k=top_k, spectrum=spectrum),
-                               sort_by=sort_by, access=_access(ctx, client_roots), sink=_sink(ctx),
-                               executor=state.service.executor, selection=TensorFilter.of(include, exclude, layers))
-            return _result(answer, answers.compare_many_text(answer))
+        service = _state(ctx).service
+        return await run(service, base, list(candidates), EngineOptions(top_k=top_k, spectrum=spectrum),
+                         sort_by=sort_by, access=access, sink=_sink(ctx), executor=service.executor,
+                         selection=selection)
 
-    @_tool(server, title="Find the base a checkpoint was made from", annotations=READ_ONLY)
-    async def find_base(
-        model: ModelSpec,
-        pool: Pool,
-        top_k: TopK = 20,
-        spectrum: Spectrum = "exact",
-        *,
-        ctx: Context,
-        client_roots: Annotated[ListRootsResult | None, Resolve(roots_for_pool)],
-    ) -> Annotated[CallToolResult, FindBaseAnswer]:
+    @tool("Find the base a checkpoint was made from", answers.find_base_text, roots_for_pool)
+    async def find_base(model: ModelSpec, pool: Pool, top_k: TopK = 20, spectrum: Spectrum = "exact", *,
+                        ctx: Context, access: AllowedRoots) -> FindBaseAnswer:
         """Which checkpoint of the pool was MODEL derived from? First a cheap screen reads a small sample of
         every pool entry (a row range of up to 12 mid-depth attention and MLP matrices, at most 1 MiB each):
         the weights' cosine tells related from unrelated (a model trained from another initialisation has
@@ -464,11 +431,9 @@ def build_server(config: ServerConfig | None = None) -> ModelDeltaMCP:
         from modeldelta_mcp.engine import EngineOptions
         from modeldelta_mcp.selection.many import find_base as run
 
-        with _tool_errors():
-            state = _state(ctx)
-            answer = await run(state.service, model, list(pool), EngineOptions(top_k=top_k, spectrum=spectrum),
-                               access=_access(ctx, client_roots), sink=_sink(ctx), executor=state.service.executor)
-            return _result(answer, answers.find_base_text(answer))
+        service = _state(ctx).service
+        return await run(service, model, list(pool), EngineOptions(top_k=top_k, spectrum=spectrum), access=access,
+                         sink=_sink(ctx), executor=service.executor)
 
     # ---- resource -----------------------------------------------------------------------------------
 
