@@ -6,9 +6,19 @@ Fields only grow; never rename. `schemas/` (`python -m modeldelta_mcp.schemas`) 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NamedTuple
+from importlib import resources
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, WithJsonSchema, model_serializer
+import tomllib
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    create_model,
+    model_serializer,
+)
 
 from modeldelta_mcp.numerics import DECILE_KEYS
 
@@ -95,91 +105,41 @@ class QuantGrid(_Model):
     levels: int = Field(description="Most distinct values in one of the first groups.")
 
 
-class ForensicCounters(_Model):
+def _counter_model(name: str, descriptions: dict[str, str]) -> type[_Model]:
+    """A model whose fields are counters, from a table of names and descriptions, in the table's order."""
+    fields: dict[str, Any] = {k: (Counter, _counter(d)) for k, d in descriptions.items()}
+    return create_model(name, __base__=_Model, **fields)
+
+
+# The counters are data (name and description): counters.toml lists them once, in the JSON's order.
+_COUNTER_TABLES = tomllib.loads(resources.files(__package__).joinpath("counters.toml").read_text(encoding="utf-8"))
+
+if TYPE_CHECKING:
+    class _Counters(_Model):
+        def __getattr__(self, name: str) -> float | None: ...  # every counter of counters.toml
+
+    class _CountersV2(_Model): ...
+else:
+    _Counters = _counter_model("_Counters", _COUNTER_TABLES["counters"])
+    _CountersV2 = _counter_model("_CountersV2", _COUNTER_TABLES["counters_v2"])
+
+
+class _QuantGrids(_Model):
+    quant_b: QuantGrid | None = Field(default=None, description="Quantizer grid of B's sampled rows, if any.")
+    quant_a: QuantGrid | None = Field(default=None, description="Quantizer grid of A's sampled rows, if any.")
+
+
+# Bases in reverse field order: pydantic lists inherited fields from the last base of the MRO to the first,
+# so the JSON keeps one order: counters, quantizer grids, the counters added with forensics v2.
+class ForensicCounters(_CountersV2, _QuantGrids, _Counters):
     """Counters behind the method fingerprints (docs/diagnosis.md), accumulated by the engine chunk by chunk.
 
     A counter that was not measured for a tensor (no spectrum, no sampled rows, a granularity the width
     does not divide) is None and absent from the JSON.
     """
 
-    numel: Counter = _counter("Entries compared.")
-    n_zero_delta: Counter = _counter("Entries exactly unchanged.")
-    max_abs_delta: Counter = _counter("Largest |B - A|.")
-    norm_a: Counter = _counter("Frobenius norm of A (float64).")
-    norm_b: Counter = _counter("Frobenius norm of B (float64).")
-    n_nonzero_delta: Counter = _counter("Entries that changed.")
-    n_zero_b: Counter = _counter("Zeros in B.")
-    n_pruned: Counter = _counter("Zeros in B where A was not zero.")
-    rms_a_pruned: Counter = _counter("RMS of A over the entries zeroed in B.")
-    sum_a: Counter = _counter("Sum of A's entries (float64; permutation null).")
-    sum_b: Counter = _counter("Sum of B's entries (float64; permutation null).")
-    crc_a: Counter = _counter("CRC-32 of A's stored bytes (exact-copy fingerprint).")
-    crc_b: Counter = _counter("CRC-32 of B's stored bytes (exact-copy fingerprint).")
-    unit_roundoff_b: Counter = _counter(
-        "u of the coarsest float grid holding all of B (bf16 2^-9, fp16 2^-11, fp32 2^-24).")
-    active_rows: Counter = _counter("Rows (of a chunk) with any change.")
-    active_entries: Counter = _counter("Entries of the active rows.")
-    zero_pairs_active: Counter = _counter("Horizontally adjacent unchanged pairs inside active rows.")
-    pairs_active: Counter = _counter("Horizontally adjacent pairs inside active rows.")
-    b_on_float16_grid: Counter = _counter("1 when every entry of B is exactly representable in float16.")
-    n_rounded_float16: Counter = _counter(
-        "Changed entries where A was off the float16 grid and B is a neighbour of A on it (one ULP).")
-    b_on_bfloat16_grid: Counter = _counter("1 when every entry of B is exactly representable in bfloat16.")
-    n_rounded_bfloat16: Counter = _counter(
-        "Changed entries where A was off the bfloat16 grid and B is a neighbour of A on it (one ULP).")
-    q_row_n: Counter = _counter("k-bit grid test per row on B's first rows: groups tested.")
-    q_row_grid: Counter = _counter("Groups (per row) on a uniform grid.")
-    q_row_bits: Counter = _counter("Bits spanned by the grids (per row).")
-    q_row_levels: Counter = _counter("Most distinct values in one group (per row).")
-    q_row_size: Counter = _counter("Entries per group (per row).")
-    q_g128_n: Counter = _counter("k-bit grid test per group of 128 on B's first rows: groups tested.")
-    q_g128_grid: Counter = _counter("Groups (per group of 128) on a uniform grid.")
-    q_g128_bits: Counter = _counter("Bits spanned by the grids (per group of 128).")
-    q_g128_levels: Counter = _counter("Most distinct values in one group (per group of 128).")
-    q_g128_size: Counter = _counter("Entries per group (per group of 128).")
-    q_g64_n: Counter = _counter("k-bit grid test per group of 64 on B's first rows: groups tested.")
-    q_g64_grid: Counter = _counter("Groups (per group of 64) on a uniform grid.")
-    q_g64_bits: Counter = _counter("Bits spanned by the grids (per group of 64).")
-    q_g64_levels: Counter = _counter("Most distinct values in one group (per group of 64).")
-    q_g64_size: Counter = _counter("Entries per group (per group of 64).")
-    q_g32_n: Counter = _counter("k-bit grid test per group of 32 on B's first rows: groups tested.")
-    q_g32_grid: Counter = _counter("Groups (per group of 32) on a uniform grid.")
-    q_g32_bits: Counter = _counter("Bits spanned by the grids (per group of 32).")
-    q_g32_levels: Counter = _counter("Most distinct values in one group (per group of 32).")
-    q_g32_size: Counter = _counter("Entries per group (per group of 32).")
-    sv_floor: Counter = _counter("Rounding floor of the numerical rank of Δ.")
-    sv_rank: Counter = _counter("Numerical rank of Δ above the floor (exact spectrum).")
-    sv_min: Counter = _counter("Smallest singular value of Δ.")
-    sv_q10: Counter = _counter("10th percentile of the singular values of Δ.")
-    sv_q20: Counter = _counter("20th percentile of the singular values of Δ.")
-    sv_q30: Counter = _counter("30th percentile of the singular values of Δ.")
-    sv_q40: Counter = _counter("40th percentile of the singular values of Δ.")
-    sv_q50: Counter = _counter("50th percentile of the singular values of Δ.")
-    sv_q60: Counter = _counter("60th percentile of the singular values of Δ.")
-    sv_q70: Counter = _counter("70th percentile of the singular values of Δ.")
-    sv_q80: Counter = _counter("80th percentile of the singular values of Δ.")
-    sv_q90: Counter = _counter("90th percentile of the singular values of Δ.")
-    sv_cliff: Counter = _counter("σ_r / σ_(r+1) at the numerical rank r.")
-    quant_b: QuantGrid | None = Field(default=None, description="Quantizer grid of B's sampled rows, if any.")
-    quant_a: QuantGrid | None = Field(default=None, description="Quantizer grid of A's sampled rows, if any.")
-    unit_roundoff_a: Counter = _counter("u of the coarsest float grid holding all of A.")
-    a_on_float16_grid: Counter = _counter("1 when every entry of A is exactly representable in float16.")
-    n_rounded_float16_a: Counter = _counter(
-        "Changed entries where B was off the float16 grid and A is a neighbour of B on it (A cast from B).")
-    a_on_bfloat16_grid: Counter = _counter("1 when every entry of A is exactly representable in bfloat16.")
-    n_rounded_bfloat16_a: Counter = _counter(
-        "Changed entries where B was off the bfloat16 grid and A is a neighbour of B on it (A cast from B).")
-    n_zero_a: Counter = _counter("Zeros in A (counted once a strided probe of A shows zeros).")
-    n_pruned_a: Counter = _counter("Zeros in A where B is not zero.")
-    rms_b_pruned_a: Counter = _counter("RMS of B over the entries zero in A.")
-    nm_2_4_share: Counter = _counter("Share of groups of 4 along the input dim with >= 2 new zeros in B.")
-    nm_4_8_share: Counter = _counter("Share of groups of 8 along the input dim with >= 4 new zeros in B.")
-    zero_rows_b: Counter = _counter("Rows entirely zero in B that were not in A.")
-    zero_row_runs: Counter = _counter("Maximal runs of consecutive such rows.")
-    zero_cols_b: Counter = _counter("Columns entirely zero in B (tensors with new zeros).")
-    zero_col_runs: Counter = _counter("Maximal runs of consecutive zero columns.")
-    masked_rank: Counter = _counter(
-        "Rank of B - A on the entries B kept, in the sampled rows (tensors pruned after another change).")
+    if TYPE_CHECKING:  # the counters' keywords come from counters.toml, which mypy does not read
+        def __init__(self, **counters: float | QuantGrid | None) -> None: ...
 
     @model_serializer(mode="wrap")
     def _measured_only(self, handler: SerializerFunctionWrapHandler) -> Any:

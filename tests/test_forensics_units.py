@@ -203,3 +203,22 @@ def test_forensics_diagnosis_imports_nothing_from_the_engine() -> None:
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
                 [a.name for a in node.names] if isinstance(node, ast.Import) else []
             assert not any(n.startswith("modeldelta_mcp.engine") for n in names), f"{path.name} imports {names}"
+
+
+def test_forensic_counter_table_holds_every_name_the_code_builds() -> None:
+    """counters.toml declares the counters as data; the names the engine and diagnosis build from parts
+    (grid tests per granularity, deciles, cast flags, the mirrored set) must all be fields of the model."""
+    from modeldelta_mcp.numerics import DECILE_KEYS, QUANT_GRANULARITIES
+
+    fields = set(ForensicCounters.model_fields)
+    built = {f"q_{label}_{part}" for label in QUANT_GRANULARITIES for part in ("n", "grid", "bits", "levels", "size")}
+    built |= set(DECILE_KEYS)
+    for fmt in ("float16", "bfloat16"):
+        built |= set(ForensicCounters.cast_fields(fmt, True, 1))
+    built |= set(ForensicCounters.cast_fields_a(True, False, 1, 0))
+    assert built <= fields, sorted(built - fields)
+    full = ForensicCounters(**{k: 1.0 for k in fields if not k.startswith("quant_")})
+    assert set(full.mirrored().model_dump()) <= fields
+    # a misspelt counter is refused, not silently carried
+    with pytest.raises(ValueError, match="numell"):
+        ForensicCounters(numell=1.0)
