@@ -41,7 +41,7 @@ FINDING_CODES: tuple[FindingCode, ...] = (
                  # a scheme the files declare (sources/quantized), checked against the values
                  "declared_scheme", "declared_scheme_a", "format", "schemes", "consistency", "inconsistent_tensors",
                  "measured_bits", "median_relative_error", "relative_error_by_role", "worst_layers", "kept_roles",
-                 "kept_tensors", "kept_changed", "expected_relative_error", "error_vs_grid", "grid"),
+                 "kept_tensors", "kept_changed", "kept_rounded", "expected_relative_error", "error_vs_grid", "grid"),
                 "B is A quantized and dequantized: its weights sit on a quantizer's grid (integer, NF4/FP4, FP8) "
                 "within the rounding of the float format they were stored in, or B's files declare the scheme."),
     FindingCode("pruning", "method",

@@ -27,7 +27,7 @@ from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding, nnz,
 from modeldelta_mcp.diagnosis.fingerprints.declared_quant import detect_declared_quantization
 from modeldelta_mcp.diagnosis.fingerprints.permutation import permutation_finding
 from modeldelta_mcp.diagnosis.fingerprints.sparsity import detect_pruning
-from modeldelta_mcp.diagnosis.fingerprints.transforms import cast_step, quantization_step
+from modeldelta_mcp.diagnosis.fingerprints.transforms import cast_step, only_rounded, quantization_step
 from modeldelta_mcp.facts import AdapterFacts, PermutationFacts
 from modeldelta_mcp.models import Direction, Finding, ForensicCounters, ModuleDelta, QuantGroup
 
@@ -80,6 +80,8 @@ def derive(mods: list[ModuleDelta], adapter: AdapterFacts | None = None,
         quantized = frozenset(m.name for m in ctx.mods if m.quant_b in groups) | (
             frozenset(m.name for m in quant.quantized) if quant is not None else frozenset())
         explained |= quantized | ({m.name for m in quant.cast} if quant is not None else set())
+        # the unquantized tensors stored in a half-precision dtype: rounding them is part of storing B
+        explained |= {m.name for m in ctx.changed if m.name not in quantized and only_rounded(m)}
         steps_after.append("quantization_roundtrip")
     elif quant is not None:
         found["quantization_roundtrip"] = quant.finding

@@ -16,6 +16,7 @@ from statistics import median
 from typing import Any
 
 from modeldelta_mcp.diagnosis.fingerprints.context import Context, finding
+from modeldelta_mcp.diagnosis.fingerprints.transforms import only_rounded
 from modeldelta_mcp.models import Finding, ModuleDelta, QuantGroup
 from modeldelta_mcp.numerics import QUANT_GRANULARITIES
 
@@ -120,6 +121,7 @@ def detect_declared_quantization(ctx: Context) -> Finding | None:
         "kept_roles": dict(sorted(kept_roles.items())),
         "kept_tensors": [m.name for m in kept][:20],
         "kept_changed": [m.name for m in kept if not m.identical][:20],
+        "kept_rounded": [m.name for m in kept if not m.identical and only_rounded(m)][:20],
         "expected_relative_error": expected,
         "error_vs_grid": excess,
     }
@@ -127,7 +129,8 @@ def detect_declared_quantization(ctx: Context) -> Finding | None:
     if a_schemes:
         evidence["declared_scheme_a"] = a_schemes[0] if len(a_schemes) == 1 else a_schemes
     where = f"group size {main.group_size}" if main.group_size else (main.granularity or "").replace("_", " ")
-    title = f"{main.format} {', '.join(declared)} ({main.bits}-bit, {where})" if main.bits else main.format
+    named = main.format if declared == [main.format] else f"{main.format} {', '.join(declared)}"
+    title = f"{named} ({main.bits}-bit, {where})" if main.bits else main.format
     detail = (f"B declares {title} for {len(quantized)} weights; median relative error {rel:.4f}"
               + (f", worst in layers {', '.join(str(w['layer']) for w in worst)}" if worst else "")
               + f". {len(kept)} tensors were left unquantized"
@@ -139,13 +142,17 @@ def detect_declared_quantization(ctx: Context) -> Finding | None:
         detail += f"B's values lie on the declared {main.bits}-bit grid."
     else:
         detail += "B's values could not be checked against the declared grid at the engine's tested group sizes."
-    kept_changed = sum(1 for m in kept if not m.identical)
+    # unquantized tensors only rounded to B's half-precision dtype were stored, not changed
+    kept_changed = sum(1 for m in kept if not m.identical and not only_rounded(m))
+    kept_rounded = sum(1 for m in kept if not m.identical and only_rounded(m))
     if excess is not None and excess > EXCESS_RATIO:
         detail += (f" The error is {excess:.1f}x what the grid alone explains: B's source differs from A "
                    "(a fine-tune of A, then quantized).")
     elif kept_changed:  # quantizing leaves the unquantized tensors as they were
         detail += (f" {kept_changed} of the unquantized tensors differ from A: B's source differs from A "
                    "(a fine-tune of A, then quantized).")
+    if kept_rounded:
+        detail += f" {kept_rounded} unquantized tensors were only rounded to the float format B stores them in."
     severity = "warning" if consistency == "inconsistent" else "notable"
     return finding("quantization_roundtrip", severity, f"Quantized checkpoint: {title}", detail, evidence,
                    metric_value=main.bits)

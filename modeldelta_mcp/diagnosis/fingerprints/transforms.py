@@ -106,6 +106,12 @@ def is_cast(m: ModuleDelta, fmt: str) -> bool:
     return _cast_holds(m, fmt)
 
 
+def only_rounded(m: ModuleDelta) -> bool:
+    """B's tensor is A's rounded to the half-precision format B stores it in (a quantized checkpoint keeps
+    its embeddings, head and norms in the model's float dtype: that rounding is part of storing it)."""
+    return m.dtype_b in ("bfloat16", "float16") and _cast_holds(m, m.dtype_b)
+
+
 def storage_format(mods: list[ModuleDelta]) -> str:
     """The coarsest float grid holding every entry of these B tensors: how they were stored."""
     for fmt in ("bfloat16", "float16"):
