@@ -222,3 +222,16 @@ def test_forensic_counter_table_holds_every_name_the_code_builds() -> None:
     # a misspelt counter is refused, not silently carried
     with pytest.raises(ValueError, match="numell"):
         ForensicCounters(numell=1.0)
+
+
+@pytest.mark.parametrize("mlp_changed,title", [
+    (False, "Attention changed more than MLP"),  # LoRA on q/v: the MLP untouched
+    (True, "Balanced attention/MLP changes"),
+])
+def test_seed_attention_finding_names_attention_only_updates(mlp_changed: bool, title: str) -> None:
+    from modeldelta_mcp.diagnosis.profiles import seed_findings
+
+    mods = [_row(f"layers.{i}.q.weight", "attn_q", i, identical=False) for i in range(3)]
+    mods += [_row(f"layers.{i}.up.weight", "mlp_up", i, identical=not mlp_changed) for i in range(3)]
+    found = {f.code: f for f in seed_findings(mods)}
+    assert found["attention"].title == title

@@ -10,6 +10,10 @@ from modeldelta_mcp.models import Finding, ModuleDelta, ProfileTag, Severity
 ATTN_ROLES = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv"}
 MLP_ROLES = {"mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up"}
 HEAD_ROLES = {"head", "embed"}
+# The seed has two readings of the attention/MLP ratio (balanced above ATTN_MLP_BALANCED, MLP-heavy
+# below). Beyond it, attention changing more than twice as much as the MLP is no longer "balanced":
+# typically adapters on attention projections only (LoRA on q/v), with the MLP untouched.
+ATTN_HEAVY_RATIO = 2.0
 
 
 def _mean(values: list[float]) -> float:
@@ -103,7 +107,12 @@ def seed_findings(mods: list[ModuleDelta]) -> list[Finding]:
         ratio = am / (mm + 1e-12)
         ev = {"attention_mean": am, "mlp_mean": mm, "ratio": ratio}
         text: tuple[Severity, str, str]
-        if ratio > seed_thresholds.ATTN_MLP_BALANCED:
+        if ratio > ATTN_HEAVY_RATIO:
+            text = ("info", "Attention changed more than MLP",
+                    f"Attention ({am:.4f}) changed more than MLP ({mm:.4f})"
+                    + (", which is untouched" if mm == 0 else f", ratio {ratio:.2f}")
+                    + ": the update went to the attention projections (typical of adapters on attention only).")
+        elif ratio > seed_thresholds.ATTN_MLP_BALANCED:
             text = ("info", "Balanced attention/MLP changes",
                     f"Attention ({am:.4f}) and MLP ({mm:.4f}) changed roughly equally (ratio {ratio:.2f}).")
         else:
