@@ -167,7 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
         h = {"X-Error-Code": code, "X-Error-Message": message, **(headers or {})}
         self._send(status, json.dumps({"error": message}).encode(), h)
 
-    def _repo(self, repo_id: str) -> FakeRepo | None:
+    def _repo_at(self, repo_id: str, rev: str) -> tuple[FakeRepo, str] | None:
+        """The repo and the commit `rev` names; None once the hub's 404/401 answer is sent."""
         repo = self.fake.repos.get(repo_id)
         if repo is None:
             self._error(404, "RepoNotFound", "Repository not found")
@@ -175,7 +176,11 @@ class _Handler(BaseHTTPRequestHandler):
         if repo.token is not None and self.headers.get("Authorization") != f"Bearer {repo.token}":
             self._error(401, "RepoNotFound", "Invalid username or password.")
             return None
-        return repo
+        sha = repo.commit(rev)
+        if sha is None:
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            return None
+        return repo, sha
 
     # ---- routes -----------------------------------------------------------
     def do_HEAD(self) -> None:
@@ -196,13 +201,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "NotFound", f"no route {path}")
 
     def _api(self, repo_id: str, kind: str | None, rev: str) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        found = self._repo_at(repo_id, rev)
+        if found is None:
             return
-        sha = repo.commit(rev)
-        if sha is None:
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
-            return
+        repo, sha = found
         files = repo.commits[sha]
         if kind == "tree":
             entries = []
@@ -221,13 +223,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(info).encode())
 
     def _resolve(self, repo_id: str, rev: str, filename: str) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        found = self._repo_at(repo_id, rev)
+        if found is None:
             return
-        sha = repo.commit(rev)
-        if sha is None:
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
-            return
+        repo, sha = found
         if repo.gated and self.headers.get("Authorization") is None:
             self._error(403, "GatedRepo", f"Access to model {repo_id} is restricted. You must have access to it "
                         "and be authenticated to access it. Please log in.")
