@@ -38,6 +38,24 @@ def sentences() -> list[str]:
     return [" ".join(p.split()) for p in parts if len(p) > 25]
 
 
+def _train(model: nn.Module, batch_loss: Callable[[torch.Generator], torch.Tensor], steps: int, lr: float,
+           wd: float, seed: int, params: Iterable[nn.Parameter] | None) -> float:
+    """AdamW on `params` (default: all trainable) for `steps` batches drawn with a generator seeded by `seed`;
+    the model is left in eval mode. Returns the last batch's loss."""
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=wd)
+    loss = torch.tensor(0.0)
+    for _ in range(steps):
+        loss = batch_loss(g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return float(loss.detach())
+
+
 # ---- BERT: contrastive sentence embeddings -------------------------------------------------------------
 
 
@@ -52,24 +70,17 @@ def bert_steps(model: nn.Module, tokenizer, steps: int, lr: float, wd: float = 0
                params: Iterable[nn.Parameter] | None = None, batch: int = 8) -> float:
     """MultipleNegativesRanking loss: sentence i must embed closest to sentence i+1 in the batch."""
     sents = sentences()
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=wd)
-    loss = torch.tensor(0.0)
-    for _ in range(steps):
+
+    def batch_loss(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, len(sents) - 1, (batch,), generator=g).tolist()
         anchors = tokenizer([sents[i] for i in idx], padding=True, truncation=True, max_length=24,
                             return_tensors="pt")
         positives = tokenizer([sents[i + 1] for i in idx], padding=True, truncation=True, max_length=24,
                               return_tensors="pt")
         ea, ep = _embed(model, anchors), _embed(model, positives)
-        loss = nn.functional.cross_entropy(20.0 * ea @ ep.T, torch.arange(batch))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return float(loss.detach())
+        return nn.functional.cross_entropy(20.0 * ea @ ep.T, torch.arange(batch))
+
+    return _train(model, batch_loss, steps, lr, wd, seed, params)
 
 
 def _embed(model: nn.Module, enc) -> torch.Tensor:
@@ -97,21 +108,14 @@ def new_qwen(seed: int = SEED) -> nn.Module:
 def lm_steps(model: nn.Module, data: bytes, steps: int, lr: float, wd: float = 0.0, seed: int = SEED,
              params: Iterable[nn.Parameter] | None = None, batch: int = 8, seq: int = 64) -> float:
     ids = torch.tensor(list(data), dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=wd)
-    loss = torch.tensor(0.0)
-    for _ in range(steps):
+
+    def batch_loss(g: torch.Generator) -> torch.Tensor:
         starts = torch.randint(0, len(ids) - seq - 1, (batch,), generator=g)
         x = torch.stack([ids[s: s + seq + 1] for s in starts])
         logits = model(input_ids=x[:, :-1]).logits
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return float(loss.detach())
+        return nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+
+    return _train(model, batch_loss, steps, lr, wd, seed, params)
 
 
 # ---- procedures over either model -----------------------------------------------------------------------
