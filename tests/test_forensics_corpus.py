@@ -40,20 +40,29 @@ def _finding(diag: Diagnostics, code: str) -> Finding:
     return hits[0]
 
 
+def check_registered(diag: Diagnostics) -> None:
+    """The contract (docs/contracts.md) lists every code and evidence key emitted."""
+    for f in diag.findings:
+        problem = unregistered(f.code, f.category, list(f.evidence))
+        assert problem is None, problem
+
+
+def check_evidence(name: str, finding: Finding, expected: dict[str, Any]) -> None:
+    """Each expected evidence value: equal, or within its tolerance where it is an Approx."""
+    for key, want in expected.items():
+        got: Any = finding.evidence.get(key)
+        if isinstance(want, Approx):
+            assert got is not None and abs(got - want.value) <= want.tol, f"{name}: {key}={got}, want {want}"
+        else:
+            assert got == want, f"{name}: {key}={got!r}, want {want!r}"
+
+
 def check_case(case: Case) -> None:
     diag = report_of(case).diagnostics
-    for f in diag.findings:  # the contract (docs/contracts.md) lists every code and evidence key emitted
-        assert unregistered(f.code, f.category, list(f.evidence)) is None, unregistered(f.code, f.category,
-                                                                                         list(f.evidence))
+    check_registered(diag)
     codes = [f.code for f in diag.findings if f.category == "method"]
     assert diag.method == case.method, f"{case.name}: method {diag.method}, findings {codes}"
-    primary = _finding(diag, case.method)
-    for key, want in case.evidence.items():
-        got: Any = primary.evidence.get(key)
-        if isinstance(want, Approx):
-            assert got is not None and abs(got - want.value) <= want.tol, f"{case.name}: {key}={got}, want {want}"
-        else:
-            assert got == want, f"{case.name}: {key}={got!r}, want {want!r}"
+    check_evidence(case.name, _finding(diag, case.method), case.evidence)
     assert case.also <= set(codes), f"{case.name}: {sorted(case.also - set(codes))} missing from {codes}"
     if case.method != "identical":  # attention o and q exist in both architectures: always reported
         oq = _finding(diag, "oq_ratio")

@@ -7,14 +7,10 @@ Cases: tests/_forensics_v2.py, built once per session from the corpus of tests/_
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from _forensics_corpus import Approx, Case
+from _forensics_corpus import Case
 from _forensics_v2 import QUANT_CASES, V2Case, build_v2
-from test_forensics_corpus import _finding, report_of
-
-from modeldelta_mcp.diagnosis.codes import unregistered
+from test_forensics_corpus import _finding, check_evidence, check_registered, report_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -27,9 +23,7 @@ def v2_cases(tmp_path_factory: pytest.TempPathFactory, qwen_cases: dict[str, Cas
 
 def check(case: V2Case) -> None:
     diag = report_of(case).diagnostics
-    for f in diag.findings:  # every finding is in the contract (docs/contracts.md) with only its keys
-        assert unregistered(f.code, f.category, list(f.evidence)) is None, unregistered(f.code, f.category,
-                                                                                         list(f.evidence))
+    check_registered(diag)
     codes = [f.code for f in diag.findings if f.category == "method"]
     assert diag.method == case.method, f"{case.name}: method {diag.method}, recipe {diag.recipe}, findings {codes}"
     if case.recipe is not None:
@@ -38,13 +32,7 @@ def check(case: V2Case) -> None:
         assert diag.direction == case.direction, f"{case.name}: direction {diag.direction}"
     for step in diag.recipe:  # every step is a finding with its evidence
         assert step in codes or step == "full_finetune", f"{case.name}: step {step} has no finding ({codes})"
-    primary = _finding(diag, case.method)
-    for key, want in case.evidence.items():
-        got: Any = primary.evidence.get(key)
-        if isinstance(want, Approx):
-            assert got is not None and abs(got - want.value) <= want.tol, f"{case.name}: {key}={got}, want {want}"
-        else:
-            assert got == want, f"{case.name}: {key}={got!r}, want {want!r}"
+    check_evidence(case.name, _finding(diag, case.method), case.evidence)
     for code, evidence in case.step_evidence.items():
         step = _finding(diag, code)
         for key, want in evidence.items():
