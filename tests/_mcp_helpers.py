@@ -1,4 +1,4 @@
-"""Helpers for the MCP end-to-end tests: the installed console script, a real pair, schema checks."""
+"""Helpers for the MCP end-to-end tests: the installed console script, a real pair, schema checks, servers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+from mcp import Client, StdioServerParameters
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
@@ -150,3 +153,22 @@ def stop_process(proc: subprocess.Popen) -> None:
     log = getattr(proc, "_log_file", None)
     if log is not None:
         log.close()
+
+
+@contextmanager
+def http_server(args: list[str], env: dict[str, str], log_path: Path,
+                host: str = "127.0.0.1") -> Iterator[tuple[str, subprocess.Popen]]:
+    """The installed script serving streamable HTTP on a free port, ready: (its /mcp URL, the process); stopped
+    on exit."""
+    port = free_port()
+    proc = start_http_server(args, env, port, log_path, host=host)
+    try:
+        yield f"http://{host}:{port}/mcp", proc
+    finally:
+        stop_process(proc)
+
+
+def stdio_client(args: list[str], env: dict[str, str], cwd: Path) -> Client:
+    """An SDK Client that launches the installed script over stdio when entered (`async with`)."""
+    params = StdioServerParameters(command=server_script(), args=args, env=env, cwd=str(cwd))
+    return Client(params, read_timeout_seconds=CALL_TIMEOUT_S)

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from _mcp_helpers import Workspace
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """Async tests run on asyncio, as the server does (anyio's default would add trio where it is installed);
+    module scope so that module-scoped async fixtures (an MCP client session) can use it."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +58,23 @@ def minilm_family(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path):
     from _many_models import build_family
 
     return build_family(tmp_path_factory.mktemp("many-family"), minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Workspace:
+    """The MCP end-to-end workspace (tests/_mcp_helpers.py): written once per session, shared by the modules."""
+    from _mcp_helpers import build_workspace
+
+    return build_workspace(tmp_path_factory.getbasetemp() / "mcp-ws", minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A directory per test module for its servers' cache and logs, named after it (test_mcp_http -> mcp-http)."""
+    return tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_").replace("_", "-"))
+
+
+@pytest.fixture(scope="module")
+def log(run_dir: Path) -> Path:
+    """The compute log of the module's servers: a line per computation started, done, cancelled or failed."""
+    return run_dir / "compute.log"

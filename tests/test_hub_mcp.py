@@ -10,15 +10,10 @@ import pytest
 from _core_fakehub import FakeHub
 from _hub_repos import LAYERS, QO_GLOBS, Pair, add_repos, write_local
 from _mcp_checks import call, error_text, ok
-from _mcp_helpers import CALL_TIMEOUT_S, server_env, server_script
-from mcp import Client, StdioServerParameters
+from _mcp_helpers import server_env, stdio_client
+from mcp import Client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +30,7 @@ async def client(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory, anyio_b
     env = server_env(run_dir / "cache", run_dir / "compute.log", HF_HUB_OFFLINE="0", HF_ENDPOINT=hub.url,
                      HF_HOME=str(run_dir / "hf_home"), HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
                      MODELDELTA_MCP_TEST_DELAY_S="0", PYTHONPATH=os.environ.get("PYTHONPATH", ""))
-    params = StdioServerParameters(command=server_script(), args=["--allow-path", str(run_dir)], env=env,
-                                   cwd=str(run_dir))
-    async with Client(params, read_timeout_seconds=CALL_TIMEOUT_S) as c:
+    async with stdio_client(["--allow-path", str(run_dir)], env, run_dir) as c:
         yield c
 
 

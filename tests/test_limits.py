@@ -12,11 +12,6 @@ pytestmark = pytest.mark.anyio
 GB = 1024**3
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_default_limit_follows_cores_and_memory() -> None:
     assert default_max_concurrent(cores=2, memory_bytes=24 * GB) == 2  # the machine
     assert default_max_concurrent(cores=64, memory_bytes=16 * GB) == 16 * GB // 4 // COMPARISON_MEMORY_BYTES

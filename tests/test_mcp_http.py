@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -18,17 +18,7 @@ from _mcp_checks import (
     ok,
     start_then_abandon,
 )
-from _mcp_helpers import (
-    CALL_TIMEOUT_S,
-    Workspace,
-    build_workspace,
-    compute_events,
-    free_port,
-    server_env,
-    start_http_server,
-    starts,
-    stop_process,
-)
+from _mcp_helpers import CALL_TIMEOUT_S, Workspace, compute_events, http_server, server_env, starts
 from mcp import Client
 from mcp_types import ListRootsResult, Root
 from pydantic import FileUrl
@@ -36,41 +26,18 @@ from pydantic import FileUrl
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Workspace:
-    return build_workspace(tmp_path_factory.getbasetemp() / "mcp-ws", minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mcp-http")
-
-
-@pytest.fixture(scope="module")
-def log(run_dir: Path) -> Path:
-    return run_dir / "compute.log"
-
-
-def _start(ws: Workspace, run_dir: Path, log: Path, name: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+@contextmanager
+def _server(ws: Workspace, run_dir: Path, log: Path, name: str) -> Iterator[str]:
     # --cancel-grace 0: a cancelled request stops its comparison at once (the stdio tests cover the grace).
-    proc = start_http_server([*ws.allow_args(), "--cancel-grace", "0"], server_env(run_dir / "cache", log), port,
-                             run_dir / f"{name}.log")
-    return proc, f"http://127.0.0.1:{port}/mcp"
+    with http_server([*ws.allow_args(), "--cancel-grace", "0"], server_env(run_dir / "cache", log),
+                     run_dir / f"{name}.log") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
 def url(ws: Workspace, run_dir: Path, log: Path) -> Iterator[str]:
-    proc, url = _start(ws, run_dir, log, "server")
-    try:
-        yield url
-    finally:
-        stop_process(proc)
+    with _server(ws, run_dir, log, "server") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +55,11 @@ async def test_each_tool_on_a_real_pair_and_the_store_survives_a_restart(
 ) -> None:
     rid = await check_all_tools(client, ws, log, top_k=16, spectrum="off")
     # A new server process on the same cache answers from the persistent store.
-    proc, url2 = _start(ws, run_dir, log, "restarted")
-    try:
+    with _server(ws, run_dir, log, "restarted") as url2:
         async with Client(url2, read_timeout_seconds=CALL_TIMEOUT_S) as other:
             ok(await call(other, "get_diagnosis", {"report_id": rid}), "get_diagnosis")
             ok(await call(other, "top_changed_modules", {"model_a": str(ws.model_a), "model_b": str(ws.model_b)}),
                "top_changed_modules")
-    finally:
-        stop_process(proc)
     assert starts(log, rid) == 1
 
 

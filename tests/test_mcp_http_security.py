@@ -14,16 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from _mcp_checks import call, error_text, ok
-from _mcp_helpers import (
-    CALL_TIMEOUT_S,
-    Workspace,
-    build_workspace,
-    free_port,
-    server_env,
-    server_script,
-    start_http_server,
-    stop_process,
-)
+from _mcp_helpers import CALL_TIMEOUT_S, Workspace, free_port, http_server, server_env, server_script
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -39,21 +30,6 @@ INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Workspace:
-    return build_workspace(tmp_path_factory.getbasetemp() / "mcp-ws", minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mcp-http-security")
-
-
 def _post(url: str, headers: dict[str, str] | None = None) -> httpx2.Response:
     with httpx2.Client(timeout=30) as http:
         return http.post(url, content=json.dumps(INITIALIZE), headers={**HEADERS, **(headers or {})})
@@ -61,13 +37,9 @@ def _post(url: str, headers: dict[str, str] | None = None) -> httpx2.Response:
 
 @pytest.fixture(scope="module")
 def loopback(ws: Workspace, run_dir: Path) -> Iterator[str]:
-    port = free_port()
-    proc = start_http_server(ws.allow_args(), server_env(run_dir / "cache", run_dir / "compute.log"), port,
-                             run_dir / "loopback.log")
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        stop_process(proc)
+    with http_server(ws.allow_args(), server_env(run_dir / "cache", run_dir / "compute.log"),
+                     run_dir / "loopback.log") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +52,10 @@ def token_file(run_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def guarded(ws: Workspace, run_dir: Path, token_file: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
     log = run_dir / "guarded.log"
-    proc = start_http_server([*ws.allow_args(), "--auth-token-file", str(token_file)],
-                             server_env(run_dir / "cache", run_dir / "compute.log"), port, log, host=OTHER_HOST)
-    try:
-        yield f"http://{OTHER_HOST}:{port}/mcp", log
-    finally:
-        stop_process(proc)
+    with http_server([*ws.allow_args(), "--auth-token-file", str(token_file)],
+                     server_env(run_dir / "cache", run_dir / "compute.log"), log, host=OTHER_HOST) as (url, _):
+        yield url, log
 
 
 def test_loopback_bind_refuses_a_foreign_host_and_origin(loopback: str) -> None:
@@ -145,16 +113,10 @@ async def test_a_client_with_the_token_uses_every_tool(guarded: tuple[str, Path]
 
 
 async def test_the_token_may_come_from_the_environment(ws: Workspace, run_dir: Path, anyio_backend: str) -> None:
-    port = free_port()
-    proc = start_http_server(ws.allow_args(), server_env(run_dir / "cache", run_dir / "compute.log",
-                                                         MODELDELTA_MCP_TOKEN=TOKEN),
-                             port, run_dir / "env-token.log", host=OTHER_HOST)
-    try:
-        url = f"http://{OTHER_HOST}:{port}/mcp"
+    env = server_env(run_dir / "cache", run_dir / "compute.log", MODELDELTA_MCP_TOKEN=TOKEN)
+    with http_server(ws.allow_args(), env, run_dir / "env-token.log", host=OTHER_HOST) as (url, _):
         assert _post(url).status_code == 401
         assert _post(url, {"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-    finally:
-        stop_process(proc)
 
 
 async def test_which_binds_need_a_token(anyio_backend: str) -> None:

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _mcp_helpers import TOOLS, Workspace, build_workspace, server_env, server_script, starts, validate
+from _mcp_helpers import TOOLS, Workspace, server_env, server_script, starts, validate
 
 INSPECTOR = "@modelcontextprotocol/inspector@0.14.3"
 # npx may fetch the package on first use; later runs start from npm's cache in seconds.
@@ -34,11 +34,6 @@ def npx() -> str:
         tail = (probe.stderr or probe.stdout).strip().splitlines()[-1:] or ["no output"]
         pytest.skip(f"npx could not run {INSPECTOR} (no network?): {tail[0]}")
     return found
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Workspace:
-    return build_workspace(tmp_path_factory.getbasetemp() / "mcp-ws", minilm_dir)
 
 
 def inspector(npx: str, ws: Workspace, run_dir: Path, *method: str) -> dict:

@@ -15,37 +15,15 @@ from _mcp_checks import (
     ok,
     start_then_abandon,
 )
-from _mcp_helpers import CALL_TIMEOUT_S, Workspace, build_workspace, compute_events, server_env, server_script, starts
-from mcp import Client, StdioServerParameters
+from _mcp_helpers import Workspace, compute_events, server_env, starts, stdio_client
+from mcp import Client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Workspace:
-    return build_workspace(tmp_path_factory.getbasetemp() / "mcp-ws", minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mcp-stdio")
-
-
-@pytest.fixture(scope="module")
-def log(run_dir: Path) -> Path:
-    return run_dir / "compute.log"
-
-
-@pytest.fixture(scope="module")
 async def client(ws: Workspace, run_dir: Path, log: Path, anyio_backend: str) -> AsyncIterator[Client]:
-    params = StdioServerParameters(command=server_script(), args=ws.allow_args(),
-                                   env=server_env(run_dir / "cache", log), cwd=str(run_dir))
-    async with Client(params, read_timeout_seconds=CALL_TIMEOUT_S) as c:
+    async with stdio_client(ws.allow_args(), server_env(run_dir / "cache", log), run_dir) as c:
         yield c
 
 

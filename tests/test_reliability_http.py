@@ -16,16 +16,7 @@ import anyio
 import psutil
 import pytest
 from _mcp_checks import call, ok
-from _mcp_helpers import (
-    CALL_TIMEOUT_S,
-    Workspace,
-    build_workspace,
-    compute_events,
-    free_port,
-    server_env,
-    start_http_server,
-    stop_process,
-)
+from _mcp_helpers import CALL_TIMEOUT_S, Workspace, compute_events, http_server, server_env
 from mcp import Client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(600)]
@@ -36,16 +27,6 @@ CALLS = 16
 # comparisons at once would exceed the bound by far (each maps and reads the whole 90 MB pair).
 SLACK_MB = 150
 SAMPLE_S = 0.02
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Workspace:
-    return build_workspace(tmp_path_factory.getbasetemp() / "mcp-ws", minilm_dir)
 
 
 class Sampler:
@@ -81,13 +62,9 @@ class Sampler:
 def server(ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Path]]:
     run = tmp_path_factory.mktemp("mcp-limit")
     log = run / "compute.log"
-    port = free_port()
-    proc = start_http_server([*ws.allow_args(), "--max-concurrent", str(LIMIT)], server_env(run / "cache", log),
-                             port, run / "server.log")
-    try:
-        yield f"http://127.0.0.1:{port}/mcp", proc.pid, log
-    finally:
-        stop_process(proc)
+    with http_server([*ws.allow_args(), "--max-concurrent", str(LIMIT)], server_env(run / "cache", log),
+                     run / "server.log") as (url, proc):
+        yield url, proc.pid, log
 
 
 def _most_at_once(log: Path) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from _core_ckpt import console_script
-from _mcp_helpers import Workspace, build_workspace, compute_events
+from _mcp_helpers import Workspace, compute_events
 
 from modeldelta_mcp.testhooks import PAUSE_AT_ENV, PAUSE_FILE_ENV, READ_PAUSE_AFTER
 
@@ -27,11 +27,6 @@ pytestmark = pytest.mark.timeout(600)
 # a second process to arrive while the first computes.
 DELAY_S = "0.02"
 WAIT_S = 300.0  # for a paused process to reach its point; generous on a shared machine, never asserted on
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Workspace:
-    return build_workspace(tmp_path_factory.getbasetemp() / "mcp-ws", minilm_dir)
 
 
 def _env(cache: Path, log: Path, **extra: str) -> dict[str, str]:
