@@ -109,11 +109,6 @@ def test_a_pair_identity_keys_only_the_options_that_change_the_numbers() -> None
 
 # ---- JobRunner ----------------------------------------------------------------------------------------
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _until(cond: Callable[[], bool]) -> None:
     with anyio.fail_after(120):  # generous: only a hang should trip it on a loaded CI machine
         while not cond():
@@ -171,14 +166,21 @@ async def test_identical_jobs_run_once_and_every_waiter_sees_progress(tmp_path: 
     assert store.get(RID) == fake_report()
 
 
-@pytest.mark.anyio
-async def test_a_cancelled_waiter_stops_the_job_without_grace(tmp_path: Path) -> None:
+async def _abandoned(tmp_path: Path, cancel_grace: float, gives_up_after: float) -> tuple[Steps, JobRunner]:
+    """The only waiter of a 5-step job (never released) gives up after `gives_up_after` s; returns once the job
+    has stopped."""
     steps = Steps(n=5)
     async with anyio.create_task_group() as tg:
-        runner = JobRunner(ResultStore(tmp_path), tg, cancel_grace=0)
-        with anyio.move_on_after(0.3):
+        runner = JobRunner(ResultStore(tmp_path), tg, cancel_grace=cancel_grace)
+        with anyio.move_on_after(gives_up_after):
             await runner.run(RID, steps)
         await _until(lambda: steps.stopped_at is not None)
+    return steps, runner
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_stops_the_job_without_grace(tmp_path: Path) -> None:
+    steps, _ = await _abandoned(tmp_path, cancel_grace=0, gives_up_after=0.3)
     assert steps.stopped_at == 0 and ResultStore(tmp_path).get(RID) is None
 
 
@@ -207,12 +209,7 @@ async def test_within_the_grace_a_new_request_joins_the_abandoned_job(tmp_path: 
 
 @pytest.mark.anyio
 async def test_an_abandoned_job_is_cancelled_after_the_grace(tmp_path: Path) -> None:
-    steps = Steps(n=5)
-    async with anyio.create_task_group() as tg:
-        runner = JobRunner(ResultStore(tmp_path), tg, cancel_grace=0.2)
-        with anyio.move_on_after(0.1):
-            await runner.run(RID, steps)
-        await _until(lambda: steps.stopped_at is not None)
+    _, runner = await _abandoned(tmp_path, cancel_grace=0.2, gives_up_after=0.1)
     assert runner.running(RID) is None
 
 
