@@ -72,6 +72,10 @@ def resolve_pair(model_a: ModelSpec | str | None, model_b: ModelSpec | str, toke
     subset = selection.active
     a = resolve(model_a, token=token, quiet=quiet, subset=subset, download=download)
     b = resolve(model_b, token=token, quiet=quiet, base=a, subset=subset, download=download)
+    from modeldelta_mcp.sources.quantized.formats import shapes_from_other_side
+
+    if shapes_from_other_side(a):  # quanto A without the shapes of its grouped weights: B's tell them
+        a = resolve(model_a, token=token, quiet=quiet, base=b, subset=subset, download=download)
     return ResolvedPair(a, b, selection, base_inferred)
 
 

@@ -41,9 +41,9 @@ class QuantGroup(_Model):
     """Tensors a quantized checkpoint stores under one declared scheme (read from its headers and config)."""
 
     label: str = Field(description="Key of the group; ModuleDelta.quant_a / quant_b name it.")
-    format: str = Field(description="gptq | awq | bitsandbytes | compressed-tensors | fp8 | gguf")
+    format: str = Field(description="gptq | awq | bitsandbytes | compressed-tensors | fp8 | quanto | gguf")
     declared_scheme: str = Field(description="The file's own name for the scheme (gptq, awq, nf4, int8, "
-                                 "pack-quantized, fp8, Q4_K...).")
+                                 "pack-quantized, fp8, qint4, Q4_K...).")
     number_format: str | None = Field(None, description="int_symmetric | int_asymmetric | nf4 | fp4 | fp8_e4m3 | "
                                       "fp8_e5m2, or null for codebook types without a name here.")
     bits: int | None = None
@@ -65,7 +65,7 @@ class CheckpointInfo(_Model):
     dtypes: dict[str, int] = Field(description="Tensor count per stored dtype.")
     architecture: str | None = Field(None, description="config.json architectures[0] or model_type.")
     format: str | None = Field(None, description="On-disk format: safetensors | torch | adapter | gptq | awq | "
-                               "bitsandbytes | compressed-tensors | fp8 | gguf.")
+                               "bitsandbytes | compressed-tensors | fp8 | quanto | gguf.")
     quantization: list[QuantGroup] = Field(
         default_factory=list, description="Declared quantization per tensor group (empty: plain float weights)."
     )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _quant_quanto as Q
 import _quant_writers as W
 import pytest
 import torch
@@ -297,6 +298,121 @@ def test_fp8_against_source(minilm_dir: Path, qroot: Path, granularity: str) -> 
     assert ev["error_vs_grid"] is None  # a float grid: the uniform-grid estimate does not apply
 
 
+# ---- optimum-quanto: checkpoints quanto itself wrote ------------------------------------------------
+# quanto's group for a 2/4-bit weight: 128 inputs (every MiniLM input width, 384 and 1536, is a multiple).
+QUANTO_GROUP = 128
+# Bounds on each weight's relative error. quanto's int8 scale is one absmax per output row: MiniLM's
+# outlier inputs widen the step of a 1536-wide row to ~2% error (GGUF's blocks of 32 stay under 1%);
+# e4m3 keeps 3 mantissa bits (~2.5%); 2 bits leave 4 levels a group (~0.5-0.6).
+QUANTO_ERROR = {"qint8": 0.04, "qfloat8_e4m3fn": 0.05, "qint4": MAX_REL_4BIT, "qint2": 0.8}
+# 6 layers × 6 Linear modules and the pooler
+QUANTO_WEIGHTS = 37
+
+
+@pytest.fixture(scope="session")
+def quanto_ckpts(minilm_dir: Path, qroot: Path) -> dict[str, Q.QuantoCheckpoint]:
+    """qint8, qint4, qint2 and qfloat8 by quanto's quantize()/freeze() with a quantization map; qint4 with
+    uint8 zero points; int8 by transformers' QuantoConfig; qint4 without its biases. Built once."""
+    root = qroot / "quanto"
+    out = {q: Q.write_quanto(minilm_dir, root / q, q) for q in QUANTO_ERROR}
+    out["qint4-zeropoint"] = Q.write_quanto(minilm_dir, root / "qint4-zp", "qint4", zeropoint=True)
+    out["config-int8"] = Q.write_quanto(minilm_dir, root / "config-int8", "qint8", declare="config")
+    out["qint4-nobias"] = Q.without_biases(out["qint4"], root / "qint4-nobias")
+    return out
+
+
+def _equals_quanto(ckpt: Q.QuantoCheckpoint) -> None:
+    reader = resolve(str(ckpt.path)).open()
+    for name, want in ckpt.reference.items():
+        assert torch.equal(reader.full(name), want), name
+
+
+@pytest.mark.parametrize("qtype", list(QUANTO_ERROR))
+def test_quanto_against_source(minilm_dir: Path, quanto_ckpts: dict[str, Q.QuantoCheckpoint], qtype: str) -> None:
+    ckpt = quanto_ckpts[qtype]
+    b = resolve(str(ckpt.path))
+    bits = 8 if qtype in ("qint8", "qfloat8_e4m3fn") else int(qtype[-1])
+    group = None if bits == 8 else QUANTO_GROUP
+    ref = b.tensors[QUERY]
+    assert b.fmt == "quanto" and ref.shape == (384, 384) and ref.stored_name == QUERY + (
+        "._data" if bits == 8 else "._data._data")
+    assert ref.quant == f"quanto:{qtype}:{bits}bit:" + (f"g{group}" if group else "per_row")
+    assert not [n for n in b.tensors if n.endswith(("input_scale", "output_scale"))]  # calibration, no weights
+    _equals_quanto(ckpt)
+    report = _compare(minilm_dir, ckpt.path)
+    # transformers' BertModel keeps position ids as a buffer out of its state_dict: the one tensor only in A
+    assert [(s.name, s.reason) for s in report.skipped] == [("embeddings.position_ids", "only in A")]
+    assert report.diagnostics.method == "quantization_roundtrip"
+    ev = _declared(report)
+    number = {"qint8": "int_symmetric", "qfloat8_e4m3fn": "fp8_e4m3"}.get(qtype, "int_asymmetric")
+    assert (ev["format"], ev["declared_scheme"], ev["bits"], ev["group_size"], ev["number_format"]) == (
+        "quanto", qtype, bits, group, number)
+    assert ev["granularity"] == ("per_group" if group else "per_row") and ev["n_tensors"] == QUANTO_WEIGHTS
+    # a uniform integer grid per row or group of 128: the values lie on it (a float grid may stay unchecked)
+    assert ev["consistency"] == "consistent" if number != "fp8_e4m3" else ev["consistency"] != "inconsistent"
+    limit = QUANTO_ERROR[qtype]
+    quantized = [m for m in report.modules if m.quant_b]
+    assert len(quantized) == QUANTO_WEIGHTS and all(0 < m.frob_norm_relative < limit for m in quantized)
+    assert 0 < ev["median_relative_error"] < limit and {w["layer"] for w in ev["worst_layers"]} <= set(range(6))
+    assert len(ev["worst_layers"]) == 3 and "attn_q" in ev["relative_error_by_role"]
+    # embeddings, norms and biases are left as they were
+    assert {"embed", "norm"} <= set(ev["kept_roles"]) and ev["kept_changed"] == []
+    if ev["expected_relative_error"] is not None:  # integer grids: no more error than quantizing A makes
+        assert ev["error_vs_grid"] < 3.0
+    assert report.checkpoints.b.format == "quanto"
+
+
+def test_quanto_zero_points_and_quanto_config(quanto_ckpts: dict[str, Q.QuantoCheckpoint]) -> None:
+    """uint8 zero points (W = scale·(q − z)); transformers' QuantoConfig declared in config.json."""
+    from safetensors import safe_open
+
+    zp = quanto_ckpts["qint4-zeropoint"]
+    with safe_open(str(zp.path / "model.safetensors"), "pt") as f:
+        assert f.get_slice(QUERY + "._shift").get_dtype() == "U8"
+    _equals_quanto(zp)
+    cfg = quanto_ckpts["config-int8"]
+    assert not (cfg.path / "quantization_map.json").exists()
+    assert json.loads((cfg.path / "config.json").read_text())["quantization_config"]["quant_method"] == "quanto"
+    b = resolve(str(cfg.path))
+    assert b.fmt == "quanto" and b.tensors[QUERY].quant == "quanto:qint8:8bit:per_row"
+    _equals_quanto(cfg)
+    # the declaration reaches the report as the map's does (test_quanto_against_source compares qint8)
+    (group,) = describe(b).checkpoint.quantization
+    assert (group.declared_scheme, group.bits, group.granularity, group.n_tensors) == ("qint8", 8, "per_row",
+                                                                                    QUANTO_WEIGHTS)
+
+
+def test_quanto_shapes_without_biases(minilm_dir: Path, quanto_ckpts: dict[str, Q.QuantoCheckpoint]) -> None:
+    """Grouped weights without a bias: the file holds no shape. Alone they keep the stored layout (rows of
+    128); against their source, in either order, the source's shapes are taken and every weight aligns."""
+    ckpt = quanto_ckpts["qint4-nobias"]
+    wide = "encoder.layer.2.output.dense.weight"  # [384, 1536]: 1536/128 = 12 stored rows per output
+    alone = resolve(str(ckpt.path))
+    assert alone.tensors[wide].shape == (384 * 12, QUANTO_GROUP)
+    assert torch.equal(alone.open().full(wide).reshape(384, 1536), ckpt.reference[wide])
+    for a, b in ((minilm_dir, ckpt.path), (ckpt.path, minilm_dir)):
+        report = _compare(a, b)
+        mods = {m.name: m for m in report.modules}
+        assert mods[wide].shape == [384, 1536] and 0 < mods[wide].frob_norm_relative < MAX_REL_4BIT
+        assert not [s for s in report.skipped if "shape mismatch" in s.reason]
+    pair = resolve_pair(str(ckpt.path), str(minilm_dir))
+    assert torch.equal(pair.a.open().full(wide), ckpt.reference[wide])
+
+
+def test_quanto_inspect_from_headers(quanto_ckpts: dict[str, Q.QuantoCheckpoint]) -> None:
+    path = quanto_ckpts["qint4"].path
+    answer = describe(resolve(str(path)))
+    assert answer.checkpoint.format == "quanto" and answer.checkpoint.architecture == "BertModel"
+    (group,) = answer.checkpoint.quantization
+    assert (group.declared_scheme, group.bits, group.group_size, group.n_tensors) == ("qint4", 4, QUANTO_GROUP,
+                                                                                   QUANTO_WEIGHTS)
+    res = subprocess.run([sys.executable, "-m", "modeldelta_mcp.cli", "inspect", str(path)], capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)["checkpoint"]
+    assert shown["format"] == "quanto" and shown["quantization"][0]["label"] == "quanto:qint4:4bit:g128"
+
+
 # ---- bad input ---------------------------------------------------------------------------------------
 
 
@@ -343,3 +459,32 @@ def test_gguf_names_invert_llama_cpp_table(arch: str) -> None:
         assert hf_name(names, stored) == name, (stored, name)
         checked += 1
     assert checked >= 9 + 3  # at least the weights of a block's 9 modules and the 3 global tensors
+
+
+def test_quanto_corrupt_packed_tensor_and_unknown_qtype(quanto_ckpts: dict[str, Q.QuantoCheckpoint],
+                                                      qroot: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    dst = W.copy_tree(quanto_ckpts["qint4"].path, qroot / "qc")
+    state = load_file(str(dst / "model.safetensors"))
+    key = "pooler.dense.weight._data._data"
+    state[key] = state[key][:-1].contiguous()  # codes for fewer rows than its 1152 scales
+    save_file(state, str(dst / "model.safetensors"))
+    with pytest.raises(SourceError, match=r"corrupt quantized tensor pooler\.dense\.weight\._data\._data \(shape "
+                                          r"\[575, 128\], \[576, 128\] expected at 4 bits for 1152 scales\)") as err:
+        resolve(str(dst))
+    assert "\n" not in str(err.value)
+    # the map declares 2 bits for 4-bit codes: the packed rows are twice what 2 bits need
+    dst = W.copy_tree(quanto_ckpts["qint4"].path, qroot / "qb")
+    qmap = json.loads((dst / "quantization_map.json").read_text())
+    qmap["pooler.dense"]["weights"] = "qint2"
+    (dst / "quantization_map.json").write_text(json.dumps(qmap))
+    with pytest.raises(SourceError, match=r"pooler\.dense\.weight\._data\._data \(shape \[576, 128\], \[288, 128\] "
+                                          r"expected at 2 bits"):
+        resolve(str(dst))
+    qmap["pooler.dense"]["weights"] = "qfloat8_e4m3fnuz"
+    (dst / "quantization_map.json").write_text(json.dumps(qmap))
+    with pytest.raises(SourceError, match=r"quantization_map\.json: unsupported optimum-quanto weight qtype "
+                                          r"'qfloat8_e4m3fnuz' \(module pooler\.dense") as err:
+        resolve(str(dst))
+    assert "\n" not in str(err.value)

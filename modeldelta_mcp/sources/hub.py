@@ -21,7 +21,9 @@ from modeldelta_mcp.sources.spec import ModelSpec, split_spec
 
 SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
-ALWAYS = ["config.json", "adapter_config.json", "quantize_config.json"]
+# Side files the formats read beside the weights: AutoGPTQ's scheme and optimum-quanto's quantization maps
+# (sources/quantized/__init__.py SIDE_CONFIGS).
+ALWAYS = ["config.json", "adapter_config.json", "quantize_config.json", "quantization_map.json", "quanto_qmap.json"]
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # Exception class names (huggingface_hub moved from requests to httpx) that mean "the hub is out of reach".
 _UNREACHABLE = ("ConnectError", "ConnectTimeout", "ConnectionError", "TimeoutException", "Timeout",

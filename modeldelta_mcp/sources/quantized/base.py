@@ -59,9 +59,11 @@ Dequant = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 @dataclass(frozen=True)
 class QuantEntry:
     ref: TensorRef  # the Hugging Face name, the dequantized shape, stored_name = the file's main tensor
-    parts: dict[str, str]  # role ("qweight", "scales"...) -> stored tensor name, all in ref.file
+    parts: dict[str, str]  # role ("qweight", "scales"...) -> stored tensor name, in ref.file unless `files` says
     scheme: QuantScheme
     dequant: Dequant  # parts (role -> tensor) -> float32 weight of ref.shape
+    # role -> file, for the parts a sharded save put in another shard than the main tensor
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +73,9 @@ class QuantIndex:
     format: str
     entries: dict[str, QuantEntry] = field(default_factory=dict)
     plain: dict[str, TensorRef] = field(default_factory=dict)
+    # weights whose shape the file does not hold (quanto's grouped weights): indexed in their stored layout,
+    # the other checkpoint of a comparison can tell it (sources/quantized/formats.py shapes_from_other_side)
+    unshaped: list[str] = field(default_factory=list)
 
     def refs(self) -> dict[str, TensorRef]:
         out = dict(self.plain)
@@ -170,8 +175,8 @@ class DequantReader(TensorReader):
         entry = self._index.entries[name]
         path = self._root / entry.ref.file
         try:
-            h = self._handle(entry.ref.file)
-            parts = {role: h.get_tensor(stored) for role, stored in entry.parts.items()}
+            parts = {role: self._handle(entry.files.get(role, entry.ref.file)).get_tensor(stored)
+                     for role, stored in entry.parts.items()}
         except SourceError:
             raise
         except Exception as exc:

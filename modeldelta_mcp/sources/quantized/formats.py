@@ -13,7 +13,7 @@ from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources.checkpoint import Checkpoint, Source, TensorReader, TensorRef
 from modeldelta_mcp.sources.formats import CONFIG, SAFETENSORS, WeightFormat
 from modeldelta_mcp.sources.jsonfile import read_json_object
-from modeldelta_mcp.sources.quantized import GPTQ_SIDE_CONFIG, declared_config, index_quantized
+from modeldelta_mcp.sources.quantized import SIDE_CONFIGS, declared_config, index_quantized
 from modeldelta_mcp.sources.quantized.base import DequantReader, QuantIndex, QuantScheme
 from modeldelta_mcp.sources.quantized.gguf import GGUFIndex, GGUFTensorReader, load_gguf_index
 
@@ -32,8 +32,9 @@ def _config(root: Path) -> dict[str, Any] | None:
 
 
 def _declares(root: Path) -> bool:
-    """config.json names a quantization_config, or AutoGPTQ's side file is there (a small JSON read)."""
-    if (root / GPTQ_SIDE_CONFIG).is_file():
+    """config.json names a quantization_config, or AutoGPTQ's side file or a quanto map is there (a small
+    JSON read)."""
+    if any((root / side).is_file() for side in SIDE_CONFIGS):
         return True
     cfg = _config(root)
     return isinstance((cfg or {}).get("quantization_config"), dict)
@@ -71,7 +72,8 @@ class QuantizedSafetensors(WeightFormat, DeclaresQuantization):
     def load(self, spec: str, root: Path, files: list[str], source: Source, revision: str | None = None,
              base: Checkpoint | None = None) -> Checkpoint:
         config = _config(root)
-        index = index_quantized(root, SAFETENSORS.index(root, files), declared_config(root, config) or {})
+        index = index_quantized(root, SAFETENSORS.index(root, files), declared_config(root, config) or {},
+                                base.tensors if base is not None else None)
         bound = BOUND[index.format](index)
         tensors = bound.index(root, files)
         if not tensors:
@@ -100,7 +102,18 @@ class Fp8(QuantizedSafetensors):
     name = "fp8"
 
 
-BOUND: dict[str, type[QuantizedSafetensors]] = {c.name: c for c in (Gptq, Awq, BitsAndBytes, CompressedTensors, Fp8)}
+class Quanto(QuantizedSafetensors):
+    name = "quanto"
+
+
+BOUND: dict[str, type[QuantizedSafetensors]] = {c.name: c for c in (Gptq, Awq, BitsAndBytes, CompressedTensors, Fp8,
+                                                                   Quanto)}
+
+
+def shapes_from_other_side(ckpt: Checkpoint) -> bool:
+    """Whether a checkpoint holds weights whose shape its files do not store (quanto's grouped 2/4-bit weights
+    without a bias): resolving it again with the other side of the comparison as `base` reads them."""
+    return isinstance(ckpt.format, QuantizedSafetensors) and bool(ckpt.format.quant and ckpt.format.quant.unshaped)
 
 
 class Gguf(WeightFormat, DeclaresQuantization):
