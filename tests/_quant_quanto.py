@@ -46,7 +46,9 @@ def _zeropoint_optimizer():
     return ZeroPoint()
 
 
-def write_quanto(src: Path, dst: Path, qtype: str, declare: str = "map", zeropoint: bool = False) -> QuantoCheckpoint:
+def write_quanto(src: Path, dst: Path, qtype: str, declare: str = "map", zeropoint: bool = False,
+                 dtype: torch.dtype = torch.float32) -> QuantoCheckpoint:
+    """`dtype`: the model's dtype when quantized (quanto's scales and dequantized values take it)."""
     from optimum.quanto import freeze, qtypes, quantization_map, quantize
     from transformers import BertModel
 
@@ -57,7 +59,7 @@ def write_quanto(src: Path, dst: Path, qtype: str, declare: str = "map", zeropoi
         model = BertModel.from_pretrained(str(src), quantization_config=QuantoConfig(weights=CONFIG_WEIGHTS[qtype]))
         model.config.save_pretrained(str(dst))
     else:
-        model = BertModel.from_pretrained(str(src))
+        model = BertModel.from_pretrained(str(src), dtype=dtype)
         quantize(model, weights=qtypes[qtype], optimizer=_zeropoint_optimizer() if zeropoint else None)
         freeze(model)
         shutil.copy(src / "config.json", dst / "config.json")

@@ -312,10 +312,12 @@ QUANTO_WEIGHTS = 37
 @pytest.fixture(scope="session")
 def quanto_ckpts(minilm_dir: Path, qroot: Path) -> dict[str, Q.QuantoCheckpoint]:
     """qint8, qint4, qint2 and qfloat8 by quanto's quantize()/freeze() with a quantization map; qint4 with
-    uint8 zero points; int8 by transformers' QuantoConfig; qint4 without its biases. Built once."""
+    uint8 zero points and of the bf16 model; int8 by transformers' QuantoConfig; qint4 without its biases.
+    Built once."""
     root = qroot / "quanto"
     out = {q: Q.write_quanto(minilm_dir, root / q, q) for q in QUANTO_ERROR}
     out["qint4-zeropoint"] = Q.write_quanto(minilm_dir, root / "qint4-zp", "qint4", zeropoint=True)
+    out["qint4-bf16"] = Q.write_quanto(minilm_dir, root / "qint4-bf16", "qint4", dtype=torch.bfloat16)
     out["config-int8"] = Q.write_quanto(minilm_dir, root / "config-int8", "qint8", declare="config")
     out["qint4-nobias"] = Q.without_biases(out["qint4"], root / "qint4-nobias")
     return out
@@ -362,14 +364,18 @@ def test_quanto_against_source(minilm_dir: Path, quanto_ckpts: dict[str, Q.Quant
     assert report.checkpoints.b.format == "quanto"
 
 
-def test_quanto_zero_points_and_quanto_config(quanto_ckpts: dict[str, Q.QuantoCheckpoint]) -> None:
-    """uint8 zero points (W = scale·(q − z)); transformers' QuantoConfig declared in config.json."""
+def test_quanto_zero_points_bf16_and_quanto_config(quanto_ckpts: dict[str, Q.QuantoCheckpoint]) -> None:
+    """uint8 zero points (W = scale·(q − z)); a bf16 model (quanto dequantizes in bf16: so does the reader);
+    transformers' QuantoConfig declared in config.json."""
     from safetensors import safe_open
 
-    zp = quanto_ckpts["qint4-zeropoint"]
+    zp, bf16 = quanto_ckpts["qint4-zeropoint"], quanto_ckpts["qint4-bf16"]
     with safe_open(str(zp.path / "model.safetensors"), "pt") as f:
         assert f.get_slice(QUERY + "._shift").get_dtype() == "U8"
+    with safe_open(str(bf16.path / "model.safetensors"), "pt") as f:
+        assert f.get_slice(QUERY + "._scale").get_dtype() == "BF16"
     _equals_quanto(zp)
+    _equals_quanto(bf16)
     cfg = quanto_ckpts["config-int8"]
     assert not (cfg.path / "quantization_map.json").exists()
     assert json.loads((cfg.path / "config.json").read_text())["quantization_config"]["quant_method"] == "quanto"

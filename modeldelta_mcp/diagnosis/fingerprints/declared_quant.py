@@ -1,5 +1,5 @@
-"""B declares a quantization (GPTQ, AWQ, bitsandbytes, compressed-tensors, FP8, a GGUF type): the scheme,
-checked against B's values, the error per layer and role, and the tensors left unquantized.
+"""B declares a quantization (GPTQ, AWQ, bitsandbytes, compressed-tensors, FP8, optimum-quanto, a GGUF type):
+the scheme, checked against B's values, the error per layer and role, and the tensors left unquantized.
 
 The declared scheme comes from the checkpoint's own files (CheckpointInfo.quantization, one group per
 scheme; ModuleDelta.quant_b names each tensor's group). The check uses the engine's k-bit grid counters
