@@ -419,6 +419,30 @@ def test_quanto_inspect_from_headers(quanto_ckpts: dict[str, Q.QuantoCheckpoint]
     assert shown["format"] == "quanto" and shown["quantization"][0]["label"] == "quanto:qint4:4bit:g128"
 
 
+def test_quanto_from_the_hub(minilm_dir: Path, quanto_ckpts: dict[str, Q.QuantoCheckpoint], qroot: Path) -> None:
+    """A hub download fetches the quantization map with config.json (a plain safetensors read without it)."""
+    import os
+
+    from _core_fakehub import FakeHub
+
+    path = quanto_ckpts["qint4"].path
+    files = {name: (path / name).read_bytes() for name in ("config.json", "model.safetensors",
+                                                           "quantization_map.json")}
+    out = qroot / "hub-quanto.json"
+    with FakeHub() as hub:
+        hub.add_repo("org/minilm-quanto", {"main": files})
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(qroot / "hf_home"), "HF_HUB_DISABLE_TELEMETRY": "1",
+               "HF_HUB_OFFLINE": "0", "HF_TOKEN": "", "MODELDELTA_CACHE_DIR": str(qroot / "hub-store"),
+               "HF_HUB_DISABLE_XET": "1"}
+        res = subprocess.run([sys.executable, "-m", "modeldelta_mcp.cli", str(minilm_dir), "org/minilm-quanto", "-q",
+                              "-o", str(out), "--spectrum", "off"], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, **env})
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert report["checkpoints"]["b"]["format"] == "quanto"
+    assert report["checkpoints"]["b"]["quantization"][0]["label"] == "quanto:qint4:4bit:g128"
+
+
 # ---- bad input ---------------------------------------------------------------------------------------
 
 
