@@ -7,7 +7,7 @@ the checkpoint's dequantizing index (one class per declared format, so `Checkpoi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from modeldelta_mcp.errors import SourceError
 from modeldelta_mcp.sources.checkpoint import Checkpoint, Source, TensorReader, TensorRef
@@ -82,32 +82,12 @@ class QuantizedSafetensors(WeightFormat, DeclaresQuantization):
                           revision=revision, config=config)
 
 
-class Gptq(QuantizedSafetensors):
-    name = "gptq"
-
-
-class Awq(QuantizedSafetensors):
-    name = "awq"
-
-
-class BitsAndBytes(QuantizedSafetensors):
-    name = "bitsandbytes"
-
-
-class CompressedTensors(QuantizedSafetensors):
-    name = "compressed-tensors"
-
-
-class Fp8(QuantizedSafetensors):
-    name = "fp8"
-
-
-class Quanto(QuantizedSafetensors):
-    name = "quanto"
-
-
-BOUND: dict[str, type[QuantizedSafetensors]] = {c.name: c for c in (Gptq, Awq, BitsAndBytes, CompressedTensors, Fp8,
-                                                                   Quanto)}
+# The files' quantization families (QuantIndex.format): each binds its own subclass, so that a resolved
+# checkpoint's format names its family (Checkpoint.fmt).
+FAMILIES = ("gptq", "awq", "bitsandbytes", "compressed-tensors", "fp8", "quanto")
+BOUND: dict[str, type[QuantizedSafetensors]] = {
+    family: cast(type[QuantizedSafetensors], type(f"Quantized[{family}]", (QuantizedSafetensors,), {"name": family}))
+    for family in FAMILIES}
 
 
 def shapes_from_other_side(ckpt: Checkpoint) -> bool:
