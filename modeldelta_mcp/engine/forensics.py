@@ -390,7 +390,9 @@ class Forensics:
             out["rms_b_pruned_a"] = math.sqrt(self.sum_b2_pruned_a / self.n_pruned_a) if self.n_pruned_a else 0.0
         if self.prune is not None:
             out.update(self.prune.values())
-            rank = self._masked_rank()
+            # On a quantizer's grid, new zeros are its zero level, not pruning (the diagnosis leaves quantized
+            # tensors out of it): no update to recover on kept entries, and the fit would only fail, slowly.
+            rank = self._masked_rank() if out.get("quant_b") is None else None
             if rank is not None:
                 out["masked_rank"] = float(rank)
         return out
