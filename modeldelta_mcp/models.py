@@ -183,7 +183,8 @@ class ForensicCounters(_CountersV2, _QuantGrids, _Counters):
                 norm_a=self.norm_b, norm_b=self.norm_a))
         keep = {k: getattr(self, k) for k in (
             "numel", "n_zero_delta", "max_abs_delta", "n_nonzero_delta", "active_rows", "active_entries",
-            "zero_pairs_active", "pairs_active", "sv_floor", "sv_rank", "sv_min", *DECILE_KEYS, "sv_cliff")}
+            "zero_pairs_active", "pairs_active", "sv_floor", "sv_rank", "sv_min", *DECILE_KEYS, "sv_cliff",
+            "rescaled_rank")}
         swapped = dict(
             norm_a=self.norm_b, norm_b=self.norm_a, sum_a=self.sum_b, sum_b=self.sum_a, crc_a=self.crc_b,
             crc_b=self.crc_a, n_zero_b=self.n_zero_a or 0.0, n_pruned=self.n_pruned_a or 0.0,

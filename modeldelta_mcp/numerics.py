@@ -19,6 +19,12 @@ def unit_roundoff(dtype: object) -> float:
 # so the two tests exclude each other).
 CAST_FORMATS = ("float16", "bfloat16")
 
+# A delta of numerical rank at most this fraction of min(m, n) is "low rank": LoRA's r is chosen far
+# below the dimension (at r >= min(m, n)/2 a factorised update saves nothing), and a trained dense
+# update is numerically full rank. The same line splits lora_merge from full_finetune, and flags the
+# engine's rescaled-rank test (a delta already low rank needs none).
+LOW_RANK_MAX_FRACTION = 0.5
+
 # Floor of the numerical rank: a rounding-error matrix E with |E_ij| <= u·|B_ij| (i.i.d.-like) has top
 # singular value ~ (u/√3)·rms(B)·(√m + √n) (Marchenko–Pastur edge); σ below this margin times
 # u·rms(B)·(√m + √n) is rounding, not signal (the margin is ≈ 3.5× the edge).

@@ -26,6 +26,9 @@ BERT_LORA_MERGE = dict(targets=["query", "value"], r=8, alpha=16)
 BERT_LORA_ADAPTER = dict(targets=["key", "value", "intermediate.dense"], r=4, alpha=16)
 QWEN_LORA_MERGE = dict(targets=["q_proj", "v_proj"], r=4, alpha=8)
 QWEN_LORA_ADAPTER = dict(targets=["o_proj", "up_proj"], r=2, alpha=4)
+# DoRA (use_dora=True): a LoRA whose merge rescales each output row by its trained magnitude
+BERT_DORA_MERGE = dict(targets=["query", "value"], r=8, alpha=16, dropout=0.05)
+QWEN_DORA_MERGE = dict(targets=["q_proj", "k_proj", "v_proj", "o_proj"], r=4, alpha=8, dropout=0.0)
 BERT_FROZEN_BELOW = 3
 QWEN_FROZEN_BELOW = 2
 BERT_VOCAB_ADD = 64
@@ -35,7 +38,7 @@ QWEN_PRETRAIN_STEPS = 200
 CASE_NAMES = [
     "reshard", "fp16", "bf16_as_fp32", "int8_per_row", "int4_per_group", "magnitude_prune", "dare", "noise",
     "fresh_init", "layer_copy", "full_finetune", "lora_merge", "lora_adapter", "bitfit", "frozen_bottom",
-    "vocab_extend",
+    "vocab_extend", "dora_merge",
 ]
 BERT_CASE_NAMES = [*CASE_NAMES, "fp16_from_bf16_grid"]
 QWEN_CASE_NAMES = list(CASE_NAMES)
@@ -122,7 +125,17 @@ def build_bert(root: Path, base_dir: Path) -> dict[str, Case]:
     T.bert_steps(peft_model, tok, steps=2, lr=1e-3, wd=0.0)
     merged = T.state_of(peft_model.merge_and_unload())
     cases["lora_merge"] = Case("lora_merge", base_dir, D.save_state(merged, root / "lora_merge", config),
-                               "lora_merge", evidence={"rank": spec["r"], "roles": ["attn_q", "attn_v"]})
+                               "lora_merge", evidence={"rank": spec["r"], "roles": ["attn_q", "attn_v"],
+                                                       "variant": "lora"})
+
+    spec = BERT_DORA_MERGE
+    peft_model = T.with_lora(T.load_bert(base_dir), spec["targets"], spec["r"], spec["alpha"], dora=True,
+                             dropout=spec["dropout"])
+    T.bert_steps(peft_model, tok, steps=20, lr=2e-3, wd=0.0)
+    merged = T.state_of(peft_model.merge_and_unload())
+    cases["dora_merge"] = Case("dora_merge", base_dir, D.save_state(merged, root / "dora_merge", config),
+                               "lora_merge", evidence={"rank": spec["r"], "roles": ["attn_q", "attn_v"],
+                                                       "variant": "dora"})
 
     spec = BERT_LORA_ADAPTER
     peft_model = T.with_lora(T.load_bert(base_dir), spec["targets"], spec["r"], spec["alpha"])
@@ -196,7 +209,16 @@ def _build_qwen(root: Path) -> dict[str, Case]:
     T.lm_steps(peft_model, docs, 20, lr=3e-3, seed=T.SEED + 2)
     merged = T.state_of(peft_model.merge_and_unload())
     cases["lora_merge"] = Case("lora_merge", base_dir, D.save_state(merged, root / "lora_merge", config),
-                               "lora_merge", evidence={"rank": spec["r"], "roles": ["attn_q", "attn_v"]})
+                               "lora_merge", evidence={"rank": spec["r"], "roles": ["attn_q", "attn_v"],
+                                                       "variant": "lora"})
+
+    spec = QWEN_DORA_MERGE
+    peft_model = T.with_lora(_qwen_from(base), spec["targets"], spec["r"], spec["alpha"], dora=True)
+    T.lm_steps(peft_model, docs, 20, lr=3e-3, seed=T.SEED + 6)
+    merged = T.state_of(peft_model.merge_and_unload())
+    cases["dora_merge"] = Case("dora_merge", base_dir, D.save_state(merged, root / "dora_merge", config),
+                               "lora_merge", evidence={"rank": spec["r"], "variant": "dora",
+                                                       "roles": ["attn_k", "attn_o", "attn_q", "attn_v"]})
 
     spec = QWEN_LORA_ADAPTER
     peft_model = T.with_lora(_qwen_from(base), spec["targets"], spec["r"], spec["alpha"])

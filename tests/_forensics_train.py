@@ -2,7 +2,7 @@
 
 BERT (all-MiniLM-L6-v2): a few steps of the contrastive sentence-embedding objective it was trained
 with (in-batch negatives over neighbouring sentences, mean pooling). Qwen2-architecture tiny model:
-next-byte language modelling. LoRA through PEFT (merge_and_unload, save_pretrained).
+next-byte language modelling. LoRA and DoRA through PEFT (merge_and_unload, save_pretrained).
 """
 
 from __future__ import annotations
@@ -130,11 +130,13 @@ def freeze_all_but(model: nn.Module, keep: Callable[[str], bool]) -> list[nn.Par
     return out
 
 
-def with_lora(model: nn.Module, targets: list[str], r: int, alpha: int, seed: int = SEED) -> nn.Module:
+def with_lora(model: nn.Module, targets: list[str], r: int, alpha: int, seed: int = SEED, dora: bool = False,
+              dropout: float = 0.0) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0))
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout,
+                                            use_dora=dora))
 
 
 def state_of(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,5 +1,5 @@
 """Derivations as they are made and saved on the hub (issue 9): quantizers' round trips stored in each float
-format, composed recipes, LoRA merges saved in half precision, pruning patterns, reversed pairs.
+format, composed recipes, LoRA and DoRA merges saved in half precision, pruning patterns, reversed pairs.
 
 Built from the calibration corpus of tests/_forensics_corpus.py (its base models and trained variants),
 once per test session. Quantization uses the libraries people use (tests/_forensics_tools.py).
@@ -144,8 +144,14 @@ def build_v2(root: Path, qwen: dict[str, Case], bert: dict[str, Case]) -> dict[s
         merged = _state(merged_dir)
         for fmt in ("bf16", "fp16"):
             add(f"lora_merge_{base}_{fmt}", a, D.cast(merged, FORMATS[fmt]), config, "lora_merge",
-                evidence={"rank": spec["r"], "roles": ["attn_q", "attn_v"]},
+                evidence={"rank": spec["r"], "roles": ["attn_q", "attn_v"], "variant": "lora"},
                 recipe=["lora_merge", "precision_change"], direction="b_from_a")
+    # DoRA merges saved in bf16 (most merges on the hub are): rank, targets and variant as in float32
+    for base, merged_dir, a, config in (("qwen", qwen["dora_merge"].b, qbase_dir, qconfig),
+                                        ("bert", bert["dora_merge"].b, bbase_dir, bconfig)):
+        fp32 = (qwen if base == "qwen" else bert)["dora_merge"]
+        add(f"dora_merge_{base}_bf16", a, D.cast(_state(merged_dir), torch.bfloat16), config, "lora_merge",
+            evidence=dict(fp32.evidence), recipe=["lora_merge", "precision_change"], direction="b_from_a")
     merged = _state(qwen["lora_merge"].b)
     add("recipe_lora_then_prune", qbase_dir,
         D.apply(merged, qlin, lambda w: D.magnitude_prune(w, PRUNE_FRACTION)), qconfig, "lora_merge",

@@ -235,3 +235,34 @@ def test_seed_attention_finding_names_attention_only_updates(mlp_changed: bool, 
     mods += [_row(f"layers.{i}.up.weight", "mlp_up", i, identical=not mlp_changed) for i in range(3)]
     found = {f.code: f for f in seed_findings(mods)}
     assert found["attention"].title == title
+
+
+def _rescaled_rank(a: torch.Tensor, b: torch.Tensor, spectrum: bool = False) -> float | None:
+    """The engine's rescaled-rank counter of a pair fed in two row chunks (the sample spans both)."""
+    acc = DeltaAccumulator()
+    acc.add(a[:40], b[:40])
+    acc.add(a[40:], b[40:])
+    if spectrum:  # the exact spectrum says how low the rank of Δ itself is (the engine's flag)
+        sigma = torch.linalg.svdvals(b.double() - a.double())
+        acc.note_spectrum(sigma, *a.shape)
+    return acc.forensics().rescaled_rank
+
+
+def test_forensics_rescaled_rank_reads_a_dora_merge_and_nothing_else() -> None:
+    """B = diag(f)·(A + L), L of rank 6 (PEFT's DoRA merge): rank 6 after a per-row rescale, in fp32 and bf16;
+    a dense update, a pure rescale, and rows of A mixed with each other (not a rescale) are not read so."""
+    g = _gen(7)
+    a = torch.randn(128, 384, generator=g) * 0.05
+    low = (torch.randn(128, 6, generator=g) * 0.02) @ (torch.randn(6, 384, generator=g) * 0.1)
+    f = 1 + 0.01 * torch.randn(128, 1, generator=g)
+    dora = f * (a + low)
+    assert _rescaled_rank(a, dora) == 6.0
+    assert _rescaled_rank(a, dora, spectrum=True) == 6.0  # Δ itself is full rank: the flag lets it through
+    assert _rescaled_rank(a, dora.bfloat16().float()) == 6.0  # saved in bf16: read above the rounding bulk
+    assert _rescaled_rank(a, a + low, spectrum=True) is None  # a plain LoRA is low rank already: not tested
+    assert _rescaled_rank(a, a + low) is None  # (tested without a spectrum: c = 0 fits, no rescale is needed)
+    assert _rescaled_rank(a, a + 1e-3 * torch.randn(128, 384, generator=g)) is None  # dense
+    assert _rescaled_rank(a, f * a) is None  # a rescale alone has rank 0: no LoRA
+    mix = torch.eye(128)
+    mix[:64, :64] += 0.01 * torch.randn(64, 64, generator=g)  # within the sampled rows: Δ off A's rows is L alone
+    assert _rescaled_rank(a, mix @ a + low) is None  # rows of B mix rows of A: not a per-row rescale

@@ -60,7 +60,7 @@ def test_forensics_v2_composed_recipe(v2_cases: dict[str, V2Case], name: str) ->
 
 
 @pytest.mark.parametrize("name", ["lora_merge_qwen_bf16", "lora_merge_qwen_fp16", "lora_merge_bert_bf16",
-                                  "lora_merge_bert_fp16"])
+                                  "lora_merge_bert_fp16", "dora_merge_qwen_bf16", "dora_merge_bert_bf16"])
 def test_forensics_v2_lora_merge_saved_in_half_precision(v2_cases: dict[str, V2Case], name: str) -> None:
     check(v2_cases[name])
 

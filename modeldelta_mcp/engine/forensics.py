@@ -4,8 +4,9 @@ They are the evidence the method fingerprints (diagnosis/fingerprints/, docs/dia
 float-format grids (precision casts), k-bit grids on a bounded sample of B's rows (quantization),
 exact zeros and their pattern (pruning, DARE), exact-copy fingerprints (layer copies), the sums a
 permutation null needs (unrelated models) and, from the full spectrum, the numerical rank above the
-storage dtype's rounding floor and the deciles of σ (LoRA, Marchenko–Pastur). Memory is bounded:
-scalars per tensor plus at most QUANT_SAMPLE_ROWS rows of B.
+storage dtype's rounding floor and the deciles of σ (LoRA, Marchenko–Pastur), and on the sampled rows
+the rank left after a per-row rescale (DoRA). Memory is bounded: scalars per tensor plus the first
+rescaled_rank.SAMPLE_ROWS rows of A and B.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from modeldelta_mcp.engine import rescaled_rank as rescaled
 from modeldelta_mcp.engine.masked_rank import masked_rank
 from modeldelta_mcp.engine.quant_fit import GridFit, UniformResult, fit_quantizer
 from modeldelta_mcp.models import ForensicCounters, QuantCounts, QuantGrid
@@ -24,6 +26,7 @@ from modeldelta_mcp.numerics import (
     CAST_FORMATS,
     DECILE_KEYS,
     DECILES,
+    LOW_RANK_MAX_FRACTION,
     RANK_FLOOR_MARGIN,
     UNIT_ROUNDOFF,
     UNRESOLVED_MARGIN,
@@ -191,6 +194,11 @@ class Forensics:
         self.sample_a: list[torch.Tensor] = []
         self.sample_rows = 0
         self.sampled = True  # False once a chunk did not hold whole rows
+        # rows after the quantizer's sample, up to rescaled_rank.SAMPLE_ROWS (the rescaled-rank test reads both)
+        self.more: list[torch.Tensor] = []
+        self.more_a: list[torch.Tensor] = []
+        self.rows_seen = 0  # rows of the whole-row chunks so far
+        self.shape2d: tuple[int, int] | None = None  # rows and columns of the spectrum's 2-D view
         self.prune: _PrunePattern | None = None
         # quantizer fits, made when the sample is complete; a per-tensor grid then needs the tensor's range
         self.fits: tuple[GridFit | None, GridFit | None, dict[str, UniformResult]] | None = None
@@ -246,10 +254,21 @@ class Forensics:
                 self._fit_sample()
         elif not whole_rows:
             self.sampled = False
+        if whole_rows and d.dim() == 2 and d.shape[1] >= QUANT_MIN_COLS:
+            self._sample_more(a, b)
         if self.range_b is not None:
             self.range_b = [min(self.range_b[0], float(b.min())), max(self.range_b[1], float(b.max()))]
         if self.range_a is not None:
             self.range_a = [min(self.range_a[0], float(a.min())), max(self.range_a[1], float(a.max()))]
+
+    def _sample_more(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Rows QUANT_SAMPLE_ROWS .. rescaled_rank.SAMPLE_ROWS of the tensor (the quantizer's sample: the first)."""
+        start = max(QUANT_SAMPLE_ROWS - self.rows_seen, 0)
+        stop = min(rescaled.SAMPLE_ROWS - self.rows_seen, b.shape[0])
+        if start < stop:
+            self.more.append(b[start:stop].clone())
+            self.more_a.append(a[start:stop].clone())
+        self.rows_seen += b.shape[0]
 
     def _fit_sample(self) -> None:
         """Quantizer grids of the sampled rows of B and A; a per-tensor grid's bits need the tensor's range,
@@ -319,6 +338,7 @@ class Forensics:
             math.sqrt(UNRESOLVED_MARGIN * unit_roundoff(gram_dtype) * energy),
         )
         rank = int((sigma > floor).sum())
+        self.shape2d = (rows, cols)
         asc = sigma.flip(0)
         qs = torch.quantile(asc, torch.tensor(DECILES, dtype=torch.float64)).tolist()
         out = {"sv_floor": floor, "sv_rank": float(rank), "sv_min": float(asc[0])}
@@ -395,6 +415,10 @@ class Forensics:
             rank = self._masked_rank() if out.get("quant_b") is None else None
             if rank is not None:
                 out["masked_rank"] = float(rank)
+        if self._rescale_flagged():
+            rank = self._rescaled_rank()
+            if rank is not None:
+                out["rescaled_rank"] = float(rank)
         return out
 
     def _masked_rank(self) -> int | None:
@@ -405,3 +429,23 @@ class Forensics:
         a = torch.cat(self.sample_a).double().numpy()
         rms_b = float(np.sqrt((b * b).mean()))
         return masked_rank(b - a, b != 0, self.unit_roundoff, rms_b)
+
+    def _rescale_flagged(self) -> bool:
+        """The cheap flag for the rescaled-rank test: a changed matrix sampled in whole rows, not pruned (that is
+        masked_rank's), not on a quantizer's grid, and whose delta is not already low rank (sv_rank, sv_cliff)."""
+        if not self.n_nonzero_delta or self.n_pruned or not self.sample or not self.sampled:
+            return False
+        if self.fits is not None and self.fits[0] is not None:
+            return False
+        rank, cliff = self.spectrum.get("sv_rank"), self.spectrum.get("sv_cliff")
+        if rank is not None and cliff is not None and self.shape2d is not None:
+            # low rank with a clean cliff: nothing hidden under the floor (in bf16 a DoRA's rescale can be)
+            return not (rank <= LOW_RANK_MAX_FRACTION * min(self.shape2d) and cliff >= rescaled.MIN_CLIFF)
+        return True
+
+    def _rescaled_rank(self) -> int | None:
+        """Rank of the update after a per-row rescale of A (a DoRA merge), on the sampled rows."""
+        b = torch.cat(self.sample + self.more).double().numpy()
+        a = torch.cat(self.sample_a + self.more_a).double().numpy()
+        rms_b = float(np.sqrt((b * b).mean()))
+        return rescaled.rescaled_rank(a, b - a, self.unit_roundoff, rms_b)

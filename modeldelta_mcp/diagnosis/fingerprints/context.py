@@ -9,16 +9,12 @@ from typing import Any
 from modeldelta_mcp.diagnosis import marchenko_pastur
 from modeldelta_mcp.facts import AdapterFacts
 from modeldelta_mcp.models import Finding, ModuleDelta, QuantGroup
-from modeldelta_mcp.numerics import DECILES, RANK_FLOOR_MARGIN, UNIT_ROUNDOFF
+from modeldelta_mcp.numerics import DECILES, LOW_RANK_MAX_FRACTION, RANK_FLOOR_MARGIN, UNIT_ROUNDOFF
 
 ATTN_ROLES = frozenset({"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv"})
 MLP_ROLES = frozenset({"mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up", "router"})
 VOCAB_ROLES = frozenset({"embed", "head", "pos_embed"})
 
-# A delta of numerical rank at most this fraction of min(m, n) is "low rank": LoRA's r is chosen far
-# below the dimension (at r >= min(m, n)/2 a factorised update saves nothing), and a trained dense
-# update is numerically full rank. The same line splits lora_merge from full_finetune.
-LOW_RANK_MAX_FRACTION = 0.5
 # B on a grid at least this coarse (fp16, bf16) carries rounding noise that can hide a low-rank update:
 # its rank is read against the noise's measured edge (rank_above_rounding_bulk).
 HALF_PRECISION_U = UNIT_ROUNDOFF["float16"]
@@ -121,6 +117,19 @@ def is_low_rank(m: ModuleDelta) -> bool | None:
             return False
         return None
     return r <= LOW_RANK_MAX_FRACTION * min(shape2d(m))
+
+
+def rescaled_rank(m: ModuleDelta) -> int | None:
+    """Rank of Δ after the per-row rescale of A it needs (a DoRA merge: engine/rescaled_rank.py), else None.
+
+    It overrides the numerical rank: in bf16 the floor hides the rescale's small σ, which then reads as a
+    rank of up to min(m, n)/2. Vocabulary matrices are not read this way: their sampled first rows are special
+    tokens (an LM head's unseen-token rows move together, a low-rank shift), and PEFT's DoRA scales an
+    embedding's columns, not its rows."""
+    r = m.forensics.rescaled_rank
+    if r is None or m.role in VOCAB_ROLES:
+        return None
+    return int(r) if 0 < r <= LOW_RANK_MAX_FRACTION * min(shape2d(m)) else None
 
 
 def layer_template(m: ModuleDelta) -> str | None:

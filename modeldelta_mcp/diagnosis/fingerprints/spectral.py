@@ -1,4 +1,4 @@
-"""Spectral fingerprints: i.i.d. noise (Marchenko–Pastur), exact low rank (LoRA merge), dense training."""
+"""Spectral fingerprints: i.i.d. noise (Marchenko–Pastur), exact low rank (LoRA and DoRA merges), dense training."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from modeldelta_mcp.diagnosis.fingerprints.context import (
     nnz,
     numel,
     numerical_rank,
+    rescaled_rank,
     shape2d,
     sorted_roles,
 )
@@ -80,8 +81,11 @@ def detect_noise(ctx: Context) -> Finding | None:
 def detect_lora_merge(ctx: Context) -> Finding | None:
     if ctx.adapter is not None or not ctx.changed_matrices:
         return None  # an adapter is reported as lora_adapter
-    ranks = {m.name: numerical_rank(m) for m in ctx.changed_matrices}
-    if any(r is None or r == 0 for r in ranks.values()) or not all(is_low_rank(m) for m in ctx.changed_matrices):
+    # DoRA: a matrix whose delta is full rank but low rank once its rows are rescaled (the magnitude vector)
+    rescaled = {m.name: r for m in ctx.changed_matrices if (r := rescaled_rank(m)) is not None}
+    ranks = {m.name: rescaled.get(m.name, numerical_rank(m)) for m in ctx.changed_matrices}
+    if any(r is None or r == 0 for r in ranks.values()) or not all(
+            m.name in rescaled or is_low_rank(m) for m in ctx.changed_matrices):
         return None
     by_role: dict[str, int] = {}
     for m in ctx.changed_matrices:
@@ -90,24 +94,36 @@ def detect_lora_merge(ctx: Context) -> Finding | None:
     touched = sorted(by_role)
     untouched = sorted({m.role for m in ctx.mods} - {m.role for m in ctx.changed})
     vectors = [m for m in ctx.changed if m not in ctx.changed_matrices]
-    cliffs = [m.forensics.sv_cliff for m in ctx.changed_matrices if m.forensics.sv_cliff is not None]
+    # the cliff of a rescaled matrix's full spectrum says nothing (its delta is full rank)
+    cliffs = [m.forensics.sv_cliff for m in ctx.changed_matrices
+              if m.forensics.sv_cliff is not None and m.name not in rescaled]
     layers = sorted({m.layer for m in ctx.changed_matrices if m.layer is not None})
+    evidence = {"rank": rank, "ranks_by_role": by_role, "roles": touched, "untouched_roles": untouched,
+                "n_modules": len(ctx.changed_matrices), "layers": layers, "n_vectors_changed": len(vectors),
+                "min_cliff": min(cliffs) if cliffs else None, "variant": "dora" if rescaled else "lora"}
+    if rescaled:
+        return finding(
+            "lora_merge", "info", f"DoRA merged into the weights (rank {rank})",
+            f"The {len(ctx.changed_matrices)} changed matrices ({', '.join(touched)}) are a rank <= {rank} update "
+            f"whose rows were then rescaled (DoRA's magnitude vector): the rescale makes {len(rescaled)} of the deltas "
+            f"full rank, and less a per-row rescale of A their sampled rows have exact rank <= {rank} at the rounding "
+            f"floor of the stored dtype, while {len(untouched)} other roles are untouched. A merged DoRA adapter.",
+            evidence, metric_value=rank,
+        )
     return finding(
         "lora_merge", "info", f"LoRA merged into the weights (rank {rank})",
         f"The {len(ctx.changed_matrices)} changed matrices ({', '.join(touched)}) have exact low rank <= {rank}: their "
         f"singular values drop by a factor of {min(cliffs) if cliffs else float('nan'):.3g} or more to the rounding "
         f"floor of the stored dtype, while {len(untouched)} other roles are untouched. A merged low-rank adapter.",
-        {"rank": rank, "ranks_by_role": by_role, "roles": touched, "untouched_roles": untouched,
-         "n_modules": len(ctx.changed_matrices), "layers": layers, "n_vectors_changed": len(vectors),
-         "min_cliff": min(cliffs) if cliffs else None},
-        metric_value=rank,
+        evidence, metric_value=rank,
     )
 
 
 def _dense_learned(m: ModuleDelta) -> bool:
     density = nnz(m) / max(1.0, numel(m))
     fit = mp_fit(m)
-    return is_low_rank(m) is False and density >= DENSE_MIN_DENSITY and not (fit and fit["ok"])
+    return (is_low_rank(m) is False and rescaled_rank(m) is None and density >= DENSE_MIN_DENSITY
+            and not (fit and fit["ok"]))
 
 
 def detect_full_finetune(ctx: Context) -> Finding | None:
