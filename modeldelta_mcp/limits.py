@@ -1,6 +1,6 @@
 """How many comparisons a server runs at once, and the FIFO queue of the rest.
 
-Every running comparison holds the engine's working set (engine.run.DEFAULT_MEMORY_BUDGET, 384 MB, plus
+Every running comparison holds the engine's working set (engine.run.DEFAULT_MEMORY_BUDGET, 288 MiB, plus
 file pages it touches) and already uses every core (torch threads = cores), so running more than a few at
 once only splits the CPU and adds memory. A server therefore computes at most `limit` comparisons at a
 time; the others wait in arrival order, report "queued, N ahead" as progress, and leave the queue at once
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-# Resident memory one running comparison adds to a server: the engine's 384 MB working set plus the
+# Resident memory one running comparison adds to a server: the engine's 288 MiB working set plus the
 # mmapped file pages and report under construction (measured on the 0.5B benchmark pair, docs/operations.md).
 COMPARISON_MEMORY_BYTES = 512 * 1024**2
 # Share of the machine's memory the default limit lets comparisons take; the rest stays for the page

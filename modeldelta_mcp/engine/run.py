@@ -36,8 +36,9 @@ from modeldelta_mcp.progress import Progress, ProgressFn
 from modeldelta_mcp.sources.checkpoint import Checkpoint, TensorReader
 
 # Default working set of the engine (blocks in flight + Gram matrices), see plan.py. With the ~250 MB of
-# an imported torch this keeps a whole run near 650 MB, for any model size.
-DEFAULT_MEMORY_BUDGET = 384 * 1024**2
+# an imported torch and the allocator's slack, a whole run peaks near 610 MB (0.5B pair: 595-597 thousand KiB
+# against 637-680 thousand at 384 MiB, in the same time: larger blocks bought no speed; docs/benchmarks.md).
+DEFAULT_MEMORY_BUDGET = 288 * 1024**2
 # Small Grams (attention k/v) queue up to this many bytes and are solved as one batch; a larger Gram
 # waits until the eigensolver is free, so at most one is solved while the next is accumulated.
 EIG_BATCH_BYTES = 8 * 1024**2
