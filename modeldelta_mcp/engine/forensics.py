@@ -445,7 +445,7 @@ class Forensics:
 
     def _rescaled_rank(self) -> int | None:
         """Rank of the update after a per-row rescale of A (a DoRA merge), on the sampled rows."""
-        b = torch.cat(self.sample + self.more).double().numpy()
-        a = torch.cat(self.sample_a + self.more_a).double().numpy()
-        rms_b = float(np.sqrt((b * b).mean()))
+        b = torch.cat(self.sample + self.more).double()
+        a = torch.cat(self.sample_a + self.more_a).double()
+        rms_b = float((b * b).mean().sqrt())
         return rescaled.rescaled_rank(a, b - a, self.unit_roundoff, rms_b)

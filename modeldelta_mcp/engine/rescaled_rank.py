@@ -14,7 +14,9 @@ floor, at a cliff), then checks that the rest is a rescaling: with P the project
 P·(G − diag(c)·T) ≈ 0 (T = A_s·Q) for the least-squares c. Everything comes from one Gram of the stacked
 [A_s; Δ_s] (2k × n, float64) and k × k algebra: no iteration. A trained dense update leaves R of full
 rank, which a Gram of the first SCREEN_COLS columns already shows (any column subset keeps the rank-r
-structure), so a full fine-tune pays only that.
+structure), so a full fine-tune pays only that. The algebra is torch's in float64, on the calling reader
+lane's one thread (numpy's BLAS would start a thread per core in every lane, which spin against the engine's
+Gram products: 11 s → 17 s on the 0.5B benchmark pair).
 
 Not covered: PEFT's DoRA for embeddings and for fan-in-fan-out layers (GPT-2's Conv1D) scales columns of
 the stored weight, which a row sample cannot test.
@@ -25,8 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import scipy.linalg
+import torch
 
 from modeldelta_mcp.numerics import LOW_RANK_MAX_FRACTION, RANK_FLOOR_MARGIN, UNIT_ROUNDOFF, UNRESOLVED_MARGIN
 
@@ -57,41 +58,40 @@ _EPS = UNIT_ROUNDOFF["float64"]
 class _Split:
     """Δ_s split along A_s's row space, from the Gram of [A_s; Δ_s]."""
 
-    t: np.ndarray  # A_s·Q (lower triangular: the Cholesky factor of A_s·A_sᵀ)
-    g: np.ndarray  # Δ_s·Q
-    off: np.ndarray  # R·Rᵀ, R = Δ_s off A_s's row space
-    sigma: np.ndarray  # σ(R), descending
+    t: torch.Tensor  # A_s·Q (lower triangular: the Cholesky factor of A_s·A_sᵀ)
+    g: torch.Tensor  # Δ_s·Q
+    off: torch.Tensor  # R·Rᵀ, R = Δ_s off A_s's row space
+    sigma: list[float]  # σ(R), descending
     floor: float  # σ above it are signal (storage rounding of a k × n matrix, or the Gram's resolution)
     edge: float  # the rounding bulk lies below it
     resolved: float  # the Gram's resolution of σ
     active: int  # rows that changed beyond a rescale of themselves
 
 
-def _split(a: np.ndarray, d: np.ndarray, unit: float, rms_b: float) -> _Split | None:
+def _split(a: torch.Tensor, d: torch.Tensor, unit: float, rms_b: float) -> _Split | None:
     k, cols = a.shape
-    stacked = np.concatenate([a, d])
+    stacked = torch.cat([a, d])
     gram = stacked @ stacked.T
     g_aa, g_da, g_dd = gram[:k, :k], gram[k:, :k], gram[k:, k:]
-    try:
-        lower = np.linalg.cholesky(g_aa)  # A_s = L·Qᵀ
-    except np.linalg.LinAlgError:  # A's sampled rows are dependent (zero rows): no basis to rescale against
+    lower, info = torch.linalg.cholesky_ex(g_aa)  # A_s = L·Qᵀ
+    if int(info) != 0:  # A's sampled rows are dependent (zero rows): no basis to rescale against
         return None
-    g = scipy.linalg.solve_triangular(lower, g_da.T, lower=True).T  # Δ_s·Q = G_DA·L⁻ᵀ
+    g = torch.linalg.solve_triangular(lower, g_da.T, upper=False).T  # Δ_s·Q = G_DA·L⁻ᵀ
     off = g_dd - g @ g.T
-    sigma = np.sqrt(np.clip(np.linalg.eigvalsh(off)[::-1], 0.0, None))
+    sigma = torch.linalg.eigvalsh(off).flip(0).clamp_min(0.0).sqrt().tolist()
     # as the engine's sv_floor: the storage rounding of a k × n matrix (RANK_FLOOR_MARGIN × u·rms(B)·(√k + √n)),
     # or what the float64 Gram resolves below ‖Δ_s‖ (the subtraction above cancels Δ_s's part inside A_s)
     rounding = unit * rms_b * (math.sqrt(k) + math.sqrt(cols))
-    resolved = math.sqrt(UNRESOLVED_MARGIN * _EPS * float(np.trace(g_dd)))
+    resolved = math.sqrt(UNRESOLVED_MARGIN * _EPS * float(torch.trace(g_dd)))
     # rows beyond a rescale of themselves: ‖Δ_i‖² − ⟨Δ_i, A_i⟩² / ‖A_i‖² above the same floor for one row
-    own = np.sqrt(np.clip(np.diag(g_dd) - np.diag(g_da) ** 2 / np.diag(g_aa), 0.0, None))
-    row_floor = np.maximum(RANK_FLOOR_MARGIN * unit * rms_b * math.sqrt(cols),
-                           np.sqrt(UNRESOLVED_MARGIN * _EPS * np.diag(g_dd)))
+    own = (torch.diag(g_dd) - torch.diag(g_da) ** 2 / torch.diag(g_aa)).clamp_min(0.0).sqrt()
+    row_floor = (UNRESOLVED_MARGIN * _EPS * torch.diag(g_dd)).sqrt().clamp_min(
+        RANK_FLOOR_MARGIN * unit * rms_b * math.sqrt(cols))
     return _Split(lower, g, off, sigma, max(RANK_FLOOR_MARGIN * rounding, resolved), max(rounding, resolved),
-                  resolved, int(np.count_nonzero(own > row_floor)))
+                  resolved, int((own > row_floor).sum()))
 
 
-def rescaled_rank(a: np.ndarray, d: np.ndarray, unit: float, rms_b: float) -> int | None:
+def rescaled_rank(a: torch.Tensor, d: torch.Tensor, unit: float, rms_b: float) -> int | None:
     """Smallest r with d − diag(c)·a of rank r (rows: a tensor's first rows, float64), None when none fits or
     when c is not needed (d itself has rank r: a plain low-rank update).
 
@@ -105,42 +105,42 @@ def rescaled_rank(a: np.ndarray, d: np.ndarray, unit: float, rms_b: float) -> in
     if cols > SCREEN_COLS:
         screen = _split(a[:, :SCREEN_COLS], d[:, :SCREEN_COLS], unit, rms_b)
         # more σ above the floor than a rank-r term can make: full rank (a fine-tune stops here)
-        if screen is None or int(np.count_nonzero(screen.sigma > screen.floor)) > most:
+        if screen is None or sum(s > screen.floor for s in screen.sigma) > most:
             return None
     split = _split(a, d, unit, rms_b)
     if split is None:
         return None
     sigma = split.sigma
-    rank = _cliff(sigma, int(np.count_nonzero(sigma > split.floor)), split.edge,
+    rank = _cliff(sigma, sum(s > split.floor for s in sigma), split.edge,
                   int(LOW_RANK_MAX_FRACTION * split.active))
     if rank is None:
         return None
     # the part inside A_s's row space must be a rescaling of A_s's rows plus the same rank-r column space
-    lam, vecs = np.linalg.eigh(split.off)
-    u = vecs[:, np.argsort(lam)[::-1][:rank]]
-    proj = np.eye(k) - u @ u.T
+    lam, vecs = torch.linalg.eigh(split.off)
+    u = vecs[:, torch.argsort(lam, descending=True)[:rank]]
+    proj = torch.eye(k, dtype=torch.float64) - u @ u.T
     t, g = split.t, split.g
     normal = proj * (t @ t.T)  # Hadamard: ⟨P·e_i·t_i, P·e_j·t_j⟩
-    rhs = np.einsum("ij,jl,il->i", proj, g, t)  # diag(P·G·Tᵀ)
-    normal[np.diag_indices(k)] += RIDGE * np.trace(normal) / k
-    try:
-        c = np.linalg.solve(normal, rhs)
-    except np.linalg.LinAlgError:
+    rhs = torch.einsum("ij,jl,il->i", proj, g, t)  # diag(P·G·Tᵀ)
+    normal += torch.eye(k, dtype=torch.float64) * (RIDGE * float(torch.trace(normal)) / k)
+    solved, info = torch.linalg.solve_ex(normal, rhs)
+    if int(info) != 0:
         return None
+    c = solved
     # what the rescale leaves there must sit below the rank-r term by the same cliff (the merge's own
     # arithmetic rounds values inside A_s's row space too: measured up to 4× the storage rounding's edge)
-    resid = float(np.linalg.norm(proj @ (g - c[:, None] * t), 2))
+    resid = float(torch.linalg.matrix_norm(proj @ (g - c[:, None] * t), ord=2))
     if MIN_CLIFF * resid > sigma[rank - 1]:
         return None
     # and the rescale must be needed: above the storage floor of a k × k matrix, and explaining the part
     # inside by the same cliff (without it, c = 0: a plain low-rank update, which sv_rank reads)
-    plain = float(np.linalg.norm(proj @ g, 2))
+    plain = float(torch.linalg.matrix_norm(proj @ g, ord=2))
     if plain <= max(RANK_FLOOR_MARGIN * unit * rms_b * 2 * math.sqrt(k), split.resolved, MIN_CLIFF * resid):
         return None
     return rank
 
 
-def _cliff(sigma: np.ndarray, above: int, edge: float, most: int) -> int | None:
+def _cliff(sigma: list[float], above: int, edge: float, most: int) -> int | None:
     """The rank: the first cliff (σ_r ≥ MIN_CLIFF·σ_(r+1)) from the σ above the floor on, among σ above `edge`.
 
     σ above the floor are signal; in half precision the last σ of a rank-r term can sink below the floor
