@@ -41,7 +41,7 @@ CASE_NAMES = [
     "vocab_extend", "dora_merge",
 ]
 BERT_CASE_NAMES = [*CASE_NAMES, "fp16_from_bf16_grid"]
-QWEN_CASE_NAMES = list(CASE_NAMES)
+QWEN_CASE_NAMES = [*CASE_NAMES, "lora_modules_to_save"]
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,16 @@ def _build_qwen(root: Path) -> dict[str, Case]:
     cases["dora_merge"] = Case("dora_merge", base_dir, D.save_state(merged, root / "dora_merge", config),
                                "lora_merge", evidence={"rank": spec["r"], "variant": "dora",
                                                        "roles": ["attn_k", "attn_o", "attn_q", "attn_v"]})
+
+    # PEFT's modules_to_save: the LM head trained in full beside the adapters (chat fine-tunes often do this)
+    spec = QWEN_LORA_MERGE
+    peft_model = T.with_lora(_qwen_from(base), spec["targets"], spec["r"], spec["alpha"], modules_to_save=["lm_head"])
+    T.lm_steps(peft_model, docs, 20, lr=3e-3, seed=T.SEED + 7)
+    merged = T.state_of(peft_model.merge_and_unload())
+    cases["lora_modules_to_save"] = Case(
+        "lora_modules_to_save", base_dir, D.save_state(merged, root / "lora_modules_to_save", config), "lora_merge",
+        evidence={"rank": spec["r"], "roles": ["attn_q", "attn_v"], "variant": "lora",
+                  "modules_to_save": ["lm_head.weight"]})
 
     spec = QWEN_LORA_ADAPTER
     peft_model = T.with_lora(_qwen_from(base), spec["targets"], spec["r"], spec["alpha"])

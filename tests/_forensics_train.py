@@ -131,12 +131,12 @@ def freeze_all_but(model: nn.Module, keep: Callable[[str], bool]) -> list[nn.Par
 
 
 def with_lora(model: nn.Module, targets: list[str], r: int, alpha: int, seed: int = SEED, dora: bool = False,
-              dropout: float = 0.0) -> nn.Module:
+              dropout: float = 0.0, modules_to_save: list[str] | None = None) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout,
-                                            use_dora=dora))
+                                            use_dora=dora, modules_to_save=modules_to_save))
 
 
 def state_of(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -62,7 +62,7 @@ FINDING_CODES: tuple[FindingCode, ...] = (
                 "B is a PEFT LoRA adapter for A; the report compares A with the adapter merged into it."),
     FindingCode("lora_merge", "method",
                 ("rank", "ranks_by_role", "roles", "untouched_roles", "n_modules", "layers", "n_vectors_changed",
-                 "min_cliff", "variant"),
+                 "min_cliff", "variant", "modules_to_save"),
                 "The deltas are exactly low rank with a cliff in the spectrum: a merged LoRA (variant lora), or low "
                 "rank once their rows are rescaled: a merged DoRA (variant dora)."),
     FindingCode("bias_only", "method", ("n_biases_changed", "n_norms_changed", "n_changed", "roles"),

@@ -84,37 +84,52 @@ def detect_lora_merge(ctx: Context) -> Finding | None:
     # DoRA: a matrix whose delta is full rank but low rank once its rows are rescaled (the magnitude vector)
     rescaled = {m.name: r for m in ctx.changed_matrices if (r := rescaled_rank(m)) is not None}
     ranks = {m.name: rescaled.get(m.name, numerical_rank(m)) for m in ctx.changed_matrices}
-    if any(r is None or r == 0 for r in ranks.values()) or not all(
-            m.name in rescaled or is_low_rank(m) for m in ctx.changed_matrices):
+
+    def low_rank(m: ModuleDelta) -> bool:
+        return ranks[m.name] not in (None, 0) and (m.name in rescaled or bool(is_low_rank(m)))
+
+    # PEFT's modules_to_save (the LM head; the embeddings when tokens were added) are trained in full beside the
+    # adapters: with a low-rank body, dense vocabulary matrices are those modules, not a full fine-tune.
+    body = [m for m in ctx.changed_matrices if m.role not in VOCAB_ROLES]
+    saved = [m for m in ctx.changed_matrices if m.role in VOCAB_ROLES and not low_rank(m)] if body else []
+    adapted = [m for m in ctx.changed_matrices if m not in saved]
+    if not all(low_rank(m) for m in adapted):
         return None
     by_role: dict[str, int] = {}
-    for m in ctx.changed_matrices:
+    for m in adapted:
         by_role[m.role] = max(by_role.get(m.role, 0), ranks[m.name] or 0)
     rank = max(by_role.values())
     touched = sorted(by_role)
     untouched = sorted({m.role for m in ctx.mods} - {m.role for m in ctx.changed})
-    vectors = [m for m in ctx.changed if m not in ctx.changed_matrices]
+    vectors = [m for m in ctx.changed if m not in adapted]
     # the cliff of a rescaled matrix's full spectrum says nothing (its delta is full rank)
-    cliffs = [m.forensics.sv_cliff for m in ctx.changed_matrices
+    cliffs = [m.forensics.sv_cliff for m in adapted
               if m.forensics.sv_cliff is not None and m.name not in rescaled]
-    layers = sorted({m.layer for m in ctx.changed_matrices if m.layer is not None})
+    layers = sorted({m.layer for m in adapted if m.layer is not None})
     evidence = {"rank": rank, "ranks_by_role": by_role, "roles": touched, "untouched_roles": untouched,
-                "n_modules": len(ctx.changed_matrices), "layers": layers, "n_vectors_changed": len(vectors),
+                "n_modules": len(adapted), "layers": layers, "n_vectors_changed": len(vectors),
                 "min_cliff": min(cliffs) if cliffs else None, "variant": "dora" if rescaled else "lora"}
+    also = ""
+    if saved:
+        evidence["modules_to_save"] = [m.name for m in saved]
+        also = (f" {', '.join(sorted_roles(saved))} trained in full beside the adapter (PEFT modules_to_save: "
+                f"{len(saved)} dense vocabulary matrices).")
     if rescaled:
         return finding(
             "lora_merge", "info", f"DoRA merged into the weights (rank {rank})",
-            f"The {len(ctx.changed_matrices)} changed matrices ({', '.join(touched)}) are a rank <= {rank} update "
+            f"The {len(adapted)} changed matrices ({', '.join(touched)}) are a rank <= {rank} update "
             f"whose rows were then rescaled (DoRA's magnitude vector): the rescale makes {len(rescaled)} of the deltas "
             f"full rank, and less a per-row rescale of A their sampled rows have exact rank <= {rank} at the rounding "
-            f"floor of the stored dtype, while {len(untouched)} other roles are untouched. A merged DoRA adapter.",
+            f"floor of the stored dtype, while {len(untouched)} other roles are untouched. A merged DoRA adapter."
+            + also,
             evidence, metric_value=rank,
         )
     return finding(
         "lora_merge", "info", f"LoRA merged into the weights (rank {rank})",
-        f"The {len(ctx.changed_matrices)} changed matrices ({', '.join(touched)}) have exact low rank <= {rank}: their "
+        f"The {len(adapted)} changed matrices ({', '.join(touched)}) have exact low rank <= {rank}: their "
         f"singular values drop by a factor of {min(cliffs) if cliffs else float('nan'):.3g} or more to the rounding "
-        f"floor of the stored dtype, while {len(untouched)} other roles are untouched. A merged low-rank adapter.",
+        f"floor of the stored dtype, while {len(untouched)} other roles are untouched. A merged low-rank adapter."
+        + also,
         evidence, metric_value=rank,
     )
 
