@@ -425,9 +425,9 @@ class Forensics:
         """Rank of the update on the entries pruning kept (flag: new zeros plus changes beyond them)."""
         if self.n_nonzero_delta <= self.n_pruned or not self.sample or not self.sampled:
             return None
-        b = torch.cat(self.sample).double().numpy()
-        a = torch.cat(self.sample_a).double().numpy()
-        rms_b = float(np.sqrt((b * b).mean()))
+        b = torch.cat(self.sample).double()
+        a = torch.cat(self.sample_a).double()
+        rms_b = float((b * b).mean().sqrt())
         return masked_rank(b - a, b != 0, self.unit_roundoff, rms_b)
 
     def _rescale_flagged(self) -> bool:
